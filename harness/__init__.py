@@ -1,0 +1,1 @@
+"""prefbench core: suites, training plumbing, sampling, judging, evaluation, results, analysis, CLI."""

@@ -1,0 +1,350 @@
+"""Suite-level artifacts every run of a suite shares, built once and cached by content hash.
+
+- ``reference``: the tokenizer and π_SFT (= π_ref), trained on the suite's corpus (or the base as is);
+- ``pairs``: preference pairs made from π_SFT samples labelled by the judge (or read from a file);
+- ``reflogps``: log π_ref(y|x) of every chosen and rejected response, for DPO-style losses;
+- ``baseline``: π_SFT samples on the evaluation prompts, the opponent of every win rate.
+
+Each lives in ``<cache>/<suite>/<kind>-<hash>/``; the hash covers every input that changes it (suite
+sections, preset sizes, generator versions, the upstream artifacts' hashes). A folder appears only
+once complete (built under a temporary name, then renamed), so a crash never leaves a half-built
+artifact that a later run would trust.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from harness import seeds
+from harness.errors import UserError
+from harness.hashing import content_hash
+from harness.progress import progress
+from harness.suite import PresetSpec, Suite
+
+ARTIFACT_FORMAT = 1  # bump when the layout or the build code changes what an artifact holds
+
+
+class ArtifactCache:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def get_or_build(self, kind: str, key: dict, build: Callable[[Path], None]) -> tuple[Path, bool]:
+        """(folder, built_now). ``build(tmp)`` fills a fresh folder that is renamed into place."""
+        h = content_hash({"format": ARTIFACT_FORMAT, "kind": kind, **key})
+        final = self.root / f"{kind}-{h}"
+        if final.is_dir():
+            return final, False
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".tmp-{kind}-{h}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            t0 = time.time()
+            build(tmp)
+            (tmp / "artifact.json").write_text(json.dumps(
+                {"kind": kind, "hash": h, "key": key, "build_seconds": round(time.time() - t0, 2)},
+                indent=1, default=str))
+            try:
+                os.rename(tmp, final)
+            except OSError:  # another process committed the same artifact first: keep theirs
+                if not final.is_dir():
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return final, True
+
+
+def load_corpus(suite: Suite) -> list[str]:
+    d = suite.data
+    if d.kind == "synthetic_reviews":
+        from harness.datagen.reviews import generate_reviews
+
+        return generate_reviews(d.n_documents, seeds.derive(suite.seed, "corpus"))
+    if d.kind == "text_file":
+        path = suite.resolve_path(d.path)
+        where = f"{suite.path}: data.path ({path})"
+        if not path.is_file():
+            raise UserError(where, None, "file not found")
+        try:
+            if path.suffix == ".jsonl":
+                docs = []
+                for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+                    if line.strip():
+                        row = json.loads(line)
+                        if not isinstance(row, dict) or not isinstance(row.get(d.text_field), str):
+                            raise UserError(str(path), f"line {i + 1}: {d.text_field}", "missing or not a string")
+                        docs.append(row[d.text_field])
+            else:
+                docs = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError:
+            raise UserError(str(path), None, "not valid UTF-8") from None
+        except json.JSONDecodeError as e:
+            raise UserError(str(path), f"line {e.lineno}", f"invalid JSON: {e.msg}") from None
+    else:  # hf_dataset: real hub loading for users who have the hub
+        import datasets
+
+        ds = datasets.load_dataset(d.name, split=d.split)
+        if d.text_field not in ds.column_names:
+            raise UserError(f"{suite.path}: data.text_field", d.text_field,
+                            f"column not in dataset {d.name}; columns: {', '.join(ds.column_names)}")
+        docs = [t for t in ds[d.text_field] if isinstance(t, str) and t.strip()]
+    if len(docs) < 10:
+        raise UserError(suite.path, "data", f"only {len(docs)} non-empty documents; need at least 10")
+    return docs
+
+
+def split_corpus(docs: list[str], suite: Suite) -> tuple[list[str], list[str]]:
+    rng = np.random.default_rng(seeds.derive(suite.seed, "split"))
+    order = rng.permutation(len(docs))
+    n_held = max(1, int(round(len(docs) * suite.data.heldout_fraction)))
+    return [docs[i] for i in order[n_held:]], [docs[i] for i in order[:n_held]]
+
+
+def make_prompts(docs: list[str], suite: Suite, n: int, purpose: str) -> list[str]:
+    """``n`` distinct prefixes of ``min_words``..``max_words`` words from a seeded choice of documents."""
+    rng = np.random.default_rng(seeds.derive(suite.seed, f"prompts-{purpose}"))
+    out, seen = [], set()
+    for i in rng.permutation(len(docs)):
+        words = docs[i].split()
+        k = int(rng.integers(suite.prompts.min_words, suite.prompts.max_words + 1))
+        if len(words) <= k:
+            continue
+        p = " ".join(words[:k])
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+        if len(out) == n:
+            return out
+    raise UserError(suite.path, "presets", f"asked for {n} {purpose} prompts, the corpus yields only {len(out)}")
+
+
+class SuiteArtifacts:
+    """The shared artifacts of one suite under one preset, built lazily and cached."""
+
+    def __init__(self, suite: Suite, preset_name: str, cache_root: Path, sampler=None):
+        self.suite = suite
+        self.preset_name = preset_name
+        self.preset: PresetSpec = suite.preset(preset_name)
+        self.cache = ArtifactCache(Path(cache_root) / suite.name)
+        self._sampler = sampler
+        self.built: list[str] = []  # kinds built (not reused) by this process, for the user and tests
+
+    # ------------------------------------------------------------------ keys
+    def _generator_version(self) -> int:
+        if self.suite.data.kind == "synthetic_reviews":
+            from harness.datagen.reviews import GENERATOR_VERSION
+
+            return GENERATOR_VERSION
+        return 0
+
+    @cached_property
+    def reference_key(self) -> dict:
+        s = self.suite
+        steps = self.preset.reference_steps if self.preset.reference_steps is not None else s.reference.steps
+        return {"suite": s.name, "seed": s.seed, "tokenizer": s.tokenizer, "policy": s.policy, "data": s.data,
+                "reference": {**s.reference.__dict__, "steps": steps}, "generator": self._generator_version()}
+
+    @cached_property
+    def reference_hash(self) -> str:
+        return content_hash(self.reference_key)
+
+    @cached_property
+    def pairs_key(self) -> dict:
+        s = self.suite
+        return {"reference": self.reference_hash, "prompts": s.prompts, "pairs": s.pairs, "judge": s.judge,
+                "train_prompts": self.preset.train_prompts,
+                "pairs_file": _file_digest(s.resolve_path(s.pairs.path)) if s.pairs.kind == "file" else None}
+
+    @cached_property
+    def baseline_key(self) -> dict:
+        s = self.suite
+        return {"reference": self.reference_hash, "prompts": s.prompts, "evaluation": s.evaluation,
+                "judge": s.judge, "eval_prompts": self.preset.eval_prompts, "sampler": self.sampler.name}
+
+    def hashes(self) -> dict:
+        return {"reference": self.reference_hash, "pairs": content_hash(self.pairs_key),
+                "baseline": content_hash(self.baseline_key)}
+
+    # ------------------------------------------------------------------ shared state
+    @property
+    def sampler(self):
+        if self._sampler is None:
+            from harness.sampling import get_sampler
+
+            self._sampler = get_sampler("hf")
+        return self._sampler
+
+    @cached_property
+    def corpus(self) -> tuple[list[str], list[str]]:
+        return split_corpus(load_corpus(self.suite), self.suite)
+
+    @cached_property
+    def judge(self):
+        from harness.judges import make_judge
+
+        return make_judge(self.suite.judge)
+
+    @cached_property
+    def reference_dir(self) -> Path:
+        path, built = self.cache.get_or_build("reference", self.reference_key, self._build_reference)
+        if built:
+            self.built.append("reference")
+        return path
+
+    @cached_property
+    def tokenizer(self):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(self.reference_dir))
+
+    def load_reference(self):
+        from harness.models import load_policy
+
+        model, _ = load_policy(self.reference_dir, self.suite.policy.trust_remote_code)
+        return model
+
+    @cached_property
+    def reference_model(self):
+        """π_ref, frozen, shared by scoring passes in this process. Never trained in place."""
+        model = self.load_reference()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
+
+    @cached_property
+    def eval_prompts(self) -> list[str]:
+        return make_prompts(self.corpus[1], self.suite, self.preset.eval_prompts, "eval")
+
+    @cached_property
+    def eval_prompt_ids(self) -> list[list[int]]:
+        return self.encode_prompts(self.eval_prompts, "evaluation.max_new_tokens",
+                                   self.suite.evaluation.max_new_tokens)
+
+    def encode_prompts(self, prompts: list[str], field: str, max_new_tokens: int) -> list[list[int]]:
+        tok = self.tokenizer
+        ids = [[tok.bos_token_id] + tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        limit = self.suite.policy.max_length
+        worst = max(range(len(ids)), key=lambda i: len(ids[i]))
+        if len(ids[worst]) + max_new_tokens > limit:
+            raise UserError(self.suite.path, field,
+                            f"prompt {prompts[worst][:40]!r} is {len(ids[worst])} tokens; with {max_new_tokens} "
+                            f"new tokens it exceeds the model context policy.max_length={limit}")
+        return ids
+
+    @cached_property
+    def pairs(self) -> pd.DataFrame:
+        """All preference pairs (``split`` = train / valid) with reference log-probabilities."""
+        path, built = self.cache.get_or_build("pairs", self.pairs_key, self._build_pairs)
+        if built:
+            self.built.append("pairs")
+        pairs = pd.read_parquet(path / "pairs.parquet")
+        key = {"pairs": path.name, "reference": self.reference_hash, "max_length": self.suite.policy.max_length}
+        lp_path, built = self.cache.get_or_build("reflogps", key, lambda d: self._build_ref_logps(pairs, d))
+        if built:
+            self.built.append("reflogps")
+        lp = pd.read_parquet(lp_path / "ref_logps.parquet")
+        return pairs.assign(ref_chosen_logp=lp.ref_chosen_logp.to_numpy(),
+                            ref_rejected_logp=lp.ref_rejected_logp.to_numpy())
+
+    @property
+    def train_pairs(self) -> pd.DataFrame:
+        return self.pairs[self.pairs.split == "train"].reset_index(drop=True)
+
+    @cached_property
+    def baseline(self) -> pd.DataFrame:
+        """π_SFT samples on the evaluation prompts with their gold rewards (win-rate opponent)."""
+        path, built = self.cache.get_or_build("baseline", self.baseline_key, self._build_baseline)
+        if built:
+            self.built.append("baseline")
+        return pd.read_parquet(path / "baseline.parquet")
+
+    # ------------------------------------------------------------------ builders
+    def _build_reference(self, out: Path) -> None:
+        from harness.models import build_model, load_tokenizer, save_policy, train_bpe_tokenizer
+        from harness.pretrain import train_causal_lm
+
+        s = self.suite
+        train_docs, _ = self.corpus
+        if s.tokenizer.kind == "train_bpe":
+            tok = train_bpe_tokenizer(train_docs, s.tokenizer.vocab_size)
+        else:
+            tok = load_tokenizer(s.tokenizer, s.policy.trust_remote_code)
+        model = build_model(s.policy, tok, seeds.derive(s.seed, "init"))
+        if s.reference.kind == "train_on_corpus":
+            steps = self.reference_key["reference"]["steps"]
+            log = train_causal_lm(model, tok, train_docs, s.reference, steps, s.policy.max_length,
+                                  seeds.derive(s.seed, "pretrain"))
+            pd.DataFrame(log).to_json(out / "train_log.jsonl", orient="records", lines=True)
+        save_policy(model, tok, out)
+
+    def _build_pairs(self, out: Path) -> None:
+        if self.suite.pairs.kind == "file":
+            from harness.pairs import read_pairs_file
+
+            df = read_pairs_file(self.suite.resolve_path(self.suite.pairs.path), self.tokenizer,
+                                 self.suite.policy.max_length, self.suite.seed)
+            df.to_parquet(out / "pairs.parquet")
+            return
+        from harness.pairs import label_pairs
+        from harness.sampling.base import GenerationSettings, PolicyHandle
+
+        s = self.suite
+        prompts = make_prompts(self.corpus[0], s, self.preset.train_prompts, "train")
+        prompt_ids = self.encode_prompts(prompts, "pairs.max_new_tokens", s.pairs.max_new_tokens)
+        comp = self.sampler.sample(PolicyHandle(self.tokenizer, self.reference_model, self.reference_dir),
+                                   prompt_ids, s.pairs.samples_per_prompt,
+                                   GenerationSettings(s.pairs.max_new_tokens, 1.0, s.evaluation.batch_size),
+                                   seed=seeds.derive(s.seed, "pair-sampling"), desc="sampling π_SFT for pairs")
+        rewards = self.judge.score([prompts[i] for i in comp.prompt_index], comp.texts)
+        samples = pd.DataFrame({"prompt_index": comp.prompt_index, "sample_index": comp.sample_index,
+                                "prompt": [prompts[i] for i in comp.prompt_index],
+                                "prompt_ids": [prompt_ids[i] for i in comp.prompt_index],
+                                "completion": comp.texts, "completion_ids": comp.token_ids,
+                                "finished": comp.finished, "gold_reward": rewards})
+        samples.to_parquet(out / "samples.parquet")
+        label_pairs(samples, s.pairs, seeds.derive(s.seed, "labels")).to_parquet(out / "pairs.parquet")
+
+    def _build_ref_logps(self, pairs: pd.DataFrame, out: Path) -> None:
+        from harness.logprobs import batched_sequence_logps
+
+        model, pad, L = self.reference_model, self.tokenizer.pad_token_id, self.suite.policy.max_length
+        P = pairs.prompt_ids.tolist()
+        bar = progress(total=2, desc="reference log-probs", unit="pass")
+        c = batched_sequence_logps(model, P, pairs.chosen_ids.tolist(), pad, 128, L).numpy()
+        bar.update(1)
+        r = batched_sequence_logps(model, P, pairs.rejected_ids.tolist(), pad, 128, L).numpy()
+        bar.close()
+        pd.DataFrame({"ref_chosen_logp": c, "ref_rejected_logp": r}).to_parquet(out / "ref_logps.parquet")
+
+    def _build_baseline(self, out: Path) -> None:
+        from harness.sampling.base import GenerationSettings, PolicyHandle
+
+        s = self.suite
+        ev = s.evaluation
+        comp = self.sampler.sample(PolicyHandle(self.tokenizer, self.reference_model, self.reference_dir),
+                                   self.eval_prompt_ids, ev.samples_per_prompt,
+                                   GenerationSettings(ev.max_new_tokens, ev.temperature, ev.batch_size),
+                                   seed=seeds.derive(s.seed, "baseline-sampling"), desc="sampling π_SFT baseline")
+        prompts = self.eval_prompts
+        rewards = self.judge.score([prompts[i] for i in comp.prompt_index], comp.texts)
+        pd.DataFrame({"prompt_index": comp.prompt_index, "sample_index": comp.sample_index,
+                      "completion": comp.texts, "length": comp.lengths, "finished": comp.finished,
+                      "gold_reward": rewards}).to_parquet(out / "baseline.parquet")
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except FileNotFoundError:
+        raise UserError(str(path), None, "preference file not found") from None

@@ -1,0 +1,166 @@
+"""``prefbench``: list what exists, run suites, and report comparisons.
+
+The CLI parses and validates, then calls the harness. Heavy libraries are imported only once a
+command needs them, so ``--help``, ``list`` and input errors answer in well under a second.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+from harness.errors import UserError
+
+DEFAULT_RESULTS = Path(os.environ.get("PREFBENCH_RESULTS", Path(__file__).resolve().parent.parent / "results"))
+EXIT_USAGE, EXIT_RUN_FAILED = 2, 1
+
+
+def _cache_dir(results: Path) -> Path:
+    return Path(os.environ.get("PREFBENCH_CACHE", results / "_cache"))
+
+
+def cmd_list(args) -> int:
+    if args.what == "algorithms":
+        from harness import config, registry
+
+        for spec in registry.all_specs():
+            print(f"{spec.name}: {spec.description}")
+            for f in config.describe(spec.config_cls):
+                rng = f" ({f['range']})" if f["range"] else ""
+                print(f"    {f['name']} = {f['default']!r}  [{f['type']}{rng}] {f['help']}")
+    else:
+        from harness.suite import load_suite, suite_files
+
+        for name, path in suite_files().items():
+            s = load_suite(str(path))
+            print(f"{name} (v{s.version}): {s.description}")
+            for pname, p in s.presets.items():
+                print(f"    preset {pname}: {p.train_prompts} training prompts, {p.eval_prompts} evaluation prompts")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from harness import registry
+    from harness.results import ResultsStore
+    from harness.runner import parse_seeds, parse_sets, plan_runs
+    from harness.suite import load_suite
+
+    # everything is validated before any compute or write
+    suite = load_suite(args.suite)
+    suite.preset(args.preset)
+    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    if not algorithms:
+        raise UserError("--algorithms", args.algorithms, "no algorithm named")
+    for a in algorithms:
+        registry.get(a)
+    seed_list = parse_seeds(args.seeds)
+    plan = plan_runs(suite, args.preset, algorithms, seed_list, parse_sets(args.set), args.sampler)
+    store = ResultsStore(args.results)
+    store.prepare()
+
+    _set_threads()
+    from harness.artifacts import SuiteArtifacts
+    from harness.report import load_runs, render, summary_table
+    from harness.runner import execute, say
+    from harness.sampling import get_sampler
+
+    art = SuiteArtifacts(suite, args.preset, _cache_dir(Path(args.results)), get_sampler(args.sampler))
+    counts = execute(plan, art, store, force=args.force)
+    if art.built:
+        say(f"built suite artifacts: {', '.join(art.built)}")
+    else:
+        say("suite artifacts reused from the cache")
+    table = summary_table(load_runs(args.results, suite.name, {r.run_id for r in plan}))
+    print(render(table, "md"), end="")
+    say(", ".join(f"{v} {k}" for k, v in counts.items() if v))
+    if counts["failed"]:
+        say(f"{counts['failed']} run(s) failed; see traceback.txt in their folders. Re-running retries them.")
+        return EXIT_RUN_FAILED
+    return 0
+
+
+def cmd_report(args) -> int:
+    from harness.report import load_runs, render, summary_table
+
+    if not Path(args.results).is_dir():
+        raise UserError("--results", str(args.results), "no such results folder")
+    runs = load_runs(args.results, args.suite)
+    if runs.empty:
+        raise UserError("--results", str(args.results), f"no finished runs{' for suite ' + args.suite if args.suite else ''}")
+    text = render(summary_table(runs), args.format)
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text, end="")
+    return 0
+
+
+def _set_threads() -> None:
+    n = os.environ.get("PREFBENCH_THREADS")
+    if n:
+        import torch
+
+        torch.set_num_threads(int(n))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="prefbench",
+        description="Benchmark LLM alignment algorithms side by side on shared preference suites.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=textwrap.dedent("""\
+            examples:
+              prefbench list algorithms
+              prefbench run sentiment --preset smoke --algorithms sft,dpo --seeds 0
+              prefbench run sentiment --algorithms dpo --seeds 0,1,2 --set dpo.beta=0.5
+              prefbench report --suite sentiment --format latex --out table.tex
+
+            environment: PREFBENCH_RESULTS (default results folder), PREFBENCH_CACHE (suite artifact
+            cache, default RESULTS/_cache), PREFBENCH_THREADS (torch threads), PREFBENCH_QUIET=1 (no bars)"""))
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    pl = sub.add_parser("list", help="list registered algorithms (with hyperparameters) or suites",
+                        description="List registered algorithms with their hyperparameters, or the suites in suites/.")
+    pl.add_argument("what", choices=["algorithms", "suites"], help="what to list")
+    pl.set_defaults(func=cmd_list)
+
+    pr = sub.add_parser("run", help="train and evaluate algorithms on a suite",
+                        description="Train each algorithm for each seed from the suite's π_SFT on the suite's "
+                                    "preference pairs, evaluate every policy with the same code, write one folder "
+                                    "per run, and print the comparison table. Finished runs are reused.")
+    pr.add_argument("suite", help="suite name (see `prefbench list suites`) or path to a suite YAML")
+    pr.add_argument("--algorithms", default="sft,dpo", help="comma-separated algorithm names (default: sft,dpo); "
+                    "the π_SFT reference row is always added")
+    pr.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
+    pr.add_argument("--preset", default="smoke", help="budget preset of the suite (default: smoke)")
+    pr.add_argument("--set", action="append", metavar="ALGO.KEY=VALUE",
+                    help="override a hyperparameter, e.g. --set dpo.beta=0.5 (repeatable)")
+    pr.add_argument("--results", default=str(DEFAULT_RESULTS), help=f"results folder (default: {DEFAULT_RESULTS})")
+    pr.add_argument("--sampler", default="hf", help="sampling engine for evaluation (default: hf)")
+    pr.add_argument("--force", action="store_true", help="recompute runs that already finished")
+    pr.set_defaults(func=cmd_run)
+
+    rp = sub.add_parser("report", help="comparison table over finished runs",
+                        description="One row per (suite, algorithm, hyperparameters) aggregated over seeds, with "
+                                    "the π_SFT reference row; win-rate CIs bootstrap seeds and prompts.")
+    rp.add_argument("--results", default=str(DEFAULT_RESULTS), help=f"results folder (default: {DEFAULT_RESULTS})")
+    rp.add_argument("--suite", default=None, help="only this suite")
+    rp.add_argument("--format", default="md", choices=["md", "latex", "csv"], help="table format (default: md)")
+    rp.add_argument("--out", default=None, help="write to this file instead of stdout")
+    rp.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"prefbench: error: {e.one_line()}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

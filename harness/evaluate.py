@@ -1,0 +1,77 @@
+"""Evaluation, the same code for every algorithm.
+
+For a policy: sample completions for the held-out prompts (temperature from the suite, 1.0 by
+default, no top-k/top-p), judge them, pair them with π_SFT's baseline samples on the same prompts
+for the win rate, and score them under π and π_ref for KL(π‖π_ref) on the policy's own samples.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+
+from harness import stats
+from harness.artifacts import SuiteArtifacts
+from harness.kl import sequence_kl
+from harness.sampling.base import GenerationSettings, PolicyHandle
+
+
+def distinct_n(token_lists: list[list[int]], n: int) -> float:
+    """Unique n-grams / total n-grams over all completions (low = repetitive, degenerate text)."""
+    grams = Counter()
+    for t in token_lists:
+        grams.update(tuple(t[i:i + n]) for i in range(len(t) - n + 1))
+    total = sum(grams.values())
+    return len(grams) / total if total else float("nan")
+
+
+def evaluate_policy(model, art: SuiteArtifacts, seed: int, sampler=None, n_resamples: int = 10000,
+                    desc: str = "evaluating") -> tuple[pd.DataFrame, dict]:
+    """(per-sample table, metrics). ``seed`` seeds the policy's sampling (never the baseline's)."""
+    ev = art.suite.evaluation
+    sampler = sampler or art.sampler
+    prompts, prompt_ids = art.eval_prompts, art.eval_prompt_ids
+    comp = sampler.sample(PolicyHandle(art.tokenizer, model, None), prompt_ids, ev.samples_per_prompt,
+                          GenerationSettings(ev.max_new_tokens, ev.temperature, ev.batch_size), seed=seed,
+                          desc=f"{desc}: sampling")
+    rewards = art.judge.score([prompts[i] for i in comp.prompt_index], comp.texts)
+    kl = sequence_kl(model, art.reference_model, [prompt_ids[i] for i in comp.prompt_index], comp.token_ids,
+                     art.tokenizer.pad_token_id, ev.batch_size, art.suite.policy.max_length)
+    base = art.baseline.set_index(["prompt_index", "sample_index"]).loc[
+        list(zip(comp.prompt_index.tolist(), comp.sample_index.tolist()))]
+    win = stats.win_scores(rewards, base.gold_reward.to_numpy())
+    samples = pd.DataFrame({
+        "prompt_index": comp.prompt_index, "sample_index": comp.sample_index,
+        "prompt": [prompts[i] for i in comp.prompt_index], "completion": comp.texts,
+        "completion_ids": comp.token_ids, "length": comp.lengths, "finished": comp.finished,
+        "gold_reward": rewards, "baseline_reward": base.gold_reward.to_numpy(),
+        "baseline_length": base.length.to_numpy(), "win": win, **kl})
+    return samples, summarize(samples, n_resamples=n_resamples, seed=seed, engine=comp.engine)
+
+
+def per_prompt(samples: pd.DataFrame, column: str) -> np.ndarray:
+    """Average over samples within a prompt: prompts, not samples, are the independent units."""
+    return samples.groupby("prompt_index", sort=True)[column].mean().to_numpy()
+
+
+def summarize(samples: pd.DataFrame, n_resamples: int = 10000, seed: int = 0, engine: str = "") -> dict:
+    win_p = per_prompt(samples, "win")
+    lo, hi = stats.bootstrap_ci(win_p, n_resamples=n_resamples, seed=seed)
+    reward_p = per_prompt(samples, "gold_reward")
+    length = float(samples.length.mean())
+    w = samples.win.to_numpy()
+    return {
+        "n_prompts": int(len(win_p)), "n_samples": int(len(samples)),
+        "gold_reward": float(reward_p.mean()),
+        "gold_reward_sem": float(reward_p.std(ddof=1) / np.sqrt(len(reward_p))) if len(reward_p) > 1 else float("nan"),
+        "baseline_reward": float(samples.baseline_reward.mean()),
+        "win_rate": float(win_p.mean()), "win_rate_ci_low": float(lo), "win_rate_ci_high": float(hi),
+        "wins": int((w == 1).sum()), "ties": int((w == 0.5).sum()), "losses": int((w == 0).sum()),
+        "kl": float(samples.kl.mean()), "kl_k1": float(samples.kl_k1.mean()), "kl_k3": float(samples.kl_k3.mean()),
+        "kl_per_token": float(samples.kl.sum() / max(1, samples.length.sum())),
+        "length": length, "baseline_length": float(samples.baseline_length.mean()),
+        "truncation_rate": float(1.0 - samples.finished.mean()),
+        "distinct_2": distinct_n([list(t) for t in samples.completion_ids], 2),
+        "sampler": engine,
+    }

@@ -1,0 +1,42 @@
+"""KL(π‖π_ref) on the policy's own samples: the one KL routine for every algorithm.
+
+Per sequence, in nats, over completion tokens up to and including EOS (metrics.md §2):
+- ``kl``: exact per-step KL over the vocabulary, summed over the completion (the DPO paper's
+  definition, footnote 3; Rao–Blackwellised, lowest variance). The headline number.
+- ``kl_k1``: Σ_t log π(y_t|s_t) − log π_ref(y_t|s_t) (unbiased, high variance, can be negative).
+- ``kl_k3``: Σ_t (r_t − 1) − log r_t with r_t = π_ref/π at the sampled token (unbiased, ≥ 0).
+Both models are scored through :mod:`harness.logprobs` in fp32, never with a sampling engine's
+log-probabilities. Samples must come from π at temperature 1 with no top-k/top-p truncation.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from harness.logprobs import collate, completion_logits
+
+
+@torch.no_grad()
+def sequence_kl(policy, reference, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
+                pad_id: int, batch_size: int = 64, max_length: int | None = None) -> dict[str, np.ndarray]:
+    """Per-sequence KL estimates [N] plus the two sequence log-probabilities they come from."""
+    policy.eval()
+    reference.eval()
+    out = {k: [] for k in ("kl", "kl_k1", "kl_k3", "policy_logp", "ref_logp")}
+    for i in range(0, len(prompts), batch_size):
+        b = collate(prompts[i:i + batch_size], completions[i:i + batch_size], pad_id, max_length)
+        lp_pi, targets = completion_logits(policy, b)
+        lp_ref, _ = completion_logits(reference, b)
+        mask = b.target_mask
+        exact_tok = (lp_pi.exp() * (lp_pi - lp_ref)).sum(-1)
+        pi_t = lp_pi.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        ref_t = lp_ref.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        log_r = (ref_t - pi_t) * mask
+        out["kl"].append((exact_tok * mask).sum(-1))
+        out["kl_k1"].append((-log_r).sum(-1))
+        out["kl_k3"].append(((log_r.exp() - 1 - log_r) * mask).sum(-1))
+        out["policy_logp"].append((pi_t * mask).sum(-1))
+        out["ref_logp"].append((ref_t * mask).sum(-1))
+    return {k: (torch.cat(v).double().numpy() if v else np.zeros(0)) for k, v in out.items()}

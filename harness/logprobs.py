@@ -1,0 +1,76 @@
+"""The one scoring code path: (prompt, completion) token ids -> per-token log-probabilities.
+
+Training losses, the cached reference log-probabilities and the KL routine all go through
+:func:`collate` and :func:`completion_logits`, so π_θ and π_ref are always scored with the same
+padding, attention mask and position ids, in fp32. Sequences are right-padded, so positions are
+0..L-1 exactly as in training.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor        # [B, L] prompt + completion, right-padded
+    attention_mask: torch.Tensor   # [B, L] 1 on real tokens
+    target_mask: torch.Tensor      # [B, L-1] 1 where target token t+1 is a completion token (incl. EOS)
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def collate(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int,
+            max_length: int | None = None) -> Batch:
+    """Right-padded batch. Completion tokens beyond ``max_length`` are cut (never prompt tokens:
+    a prompt that does not fit is a user error raised earlier)."""
+    rows, tmask = [], []
+    for p, c in zip(prompts, completions):
+        p, c = list(p), list(c)
+        if max_length is not None:
+            c = c[: max(0, max_length - len(p))]
+        rows.append(p + c)
+        tmask.append([0] * (len(p) - 1) + [1] * len(c))
+    L = max(len(r) for r in rows)
+    ids = torch.full((len(rows), L), pad_id, dtype=torch.long)
+    att = torch.zeros((len(rows), L), dtype=torch.long)
+    tgt = torch.zeros((len(rows), max(L - 1, 1)), dtype=torch.float32)
+    for i, (r, m) in enumerate(zip(rows, tmask)):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        att[i, : len(r)] = 1
+        tgt[i, : len(m)] = torch.tensor(m, dtype=torch.float32)
+    return Batch(ids, att, tgt[:, : L - 1])
+
+
+def completion_logits(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-softmax over the vocabulary [B, L-1, V] in fp32, target ids [B, L-1])."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+    return torch.log_softmax(logits.float(), dim=-1), batch.input_ids[:, 1:]
+
+
+def token_logps(model, batch: Batch) -> torch.Tensor:
+    """log π(y_t | x, y_<t) for every target position [B, L-1]; zero outside the completion."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float()
+    targets = batch.input_ids[:, 1:]
+    # gather − logsumexp avoids materialising the full log-softmax for the backward pass
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    return picked * batch.target_mask
+
+
+def sequence_logps(model, batch: Batch) -> torch.Tensor:
+    """log π(y|x) summed over completion tokens, nats per sequence [B]."""
+    return token_logps(model, batch).sum(-1)
+
+
+@torch.no_grad()
+def batched_sequence_logps(model, prompts, completions, pad_id: int, batch_size: int = 64,
+                           max_length: int | None = None) -> torch.Tensor:
+    model.eval()
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        b = collate(prompts[i:i + batch_size], completions[i:i + batch_size], pad_id, max_length)
+        out.append(sequence_logps(model, b))
+    return torch.cat(out) if out else torch.zeros(0)

@@ -1,0 +1,124 @@
+"""The results store: one folder per run, one format for every algorithm.
+
+``<results>/<suite>/<run-id>/`` holds
+- ``config.json``  the resolved config: suite (name, version, hash, preset), algorithm, variant,
+  hyperparameters, seed, evaluation protocol, artifact hashes, library versions and hardware;
+- ``train_log.jsonl`` one JSON object per training step;
+- ``samples.parquet`` the per-sample evaluation table;
+- ``metrics.json`` status (ok / diverged / failed), the metrics, timings, and the trajectory of
+  intermediate evaluations.
+A run is written under ``<results>/<suite>/.staging/`` and renamed into place when complete, so a
+run folder that exists is a finished run; the report reads nothing else. Only JSON and Parquet are
+read back (never pickle). Names are checked so nothing is written outside the results folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+from harness.errors import UserError
+from harness.suite import NAME_RE
+
+STORE_MARKER = ".prefbench-results"
+LAYOUT_VERSION = 1
+
+
+class ResultsStore:
+    def __init__(self, root: Path | str, where: str = "--results"):
+        self.root = Path(root)
+        self.where = where
+
+    # ------------------------------------------------------------------ safety
+    def prepare(self) -> None:
+        """Create (or adopt) the results folder; refuse foreign or read-only ones before any compute."""
+        root = self.root
+        if root.exists() and not root.is_dir():
+            raise UserError(self.where, str(root), "exists and is not a folder")
+        marker = root / STORE_MARKER
+        if root.is_dir() and not marker.exists():
+            foreign = [p.name for p in root.iterdir() if not p.name.startswith(".") and p.name not in ("README.md",)]
+            if foreign:
+                raise UserError(self.where, str(root), f"not a prefbench results folder (holds {foreign[0]!r} "
+                                "and no .prefbench-results marker); choose an empty or prefbench folder")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            if not marker.exists():
+                marker.write_text(json.dumps({"layout": LAYOUT_VERSION}) + "\n")
+            probe = root / f".write-probe-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise UserError(self.where, str(root), f"not writable ({e.strerror or e})") from None
+
+    def _safe(self, *parts: str) -> Path:
+        for p in parts:
+            if not NAME_RE.match(p):
+                raise UserError(self.where, p, "unsafe name; allowed: letters, digits, '_', '-', '.'")
+        path = self.root.joinpath(*parts).resolve()
+        if not str(path).startswith(str(self.root.resolve()) + os.sep):
+            raise UserError(self.where, "/".join(parts), "resolves outside the results folder")
+        return path
+
+    # ------------------------------------------------------------------ runs
+    def run_dir(self, suite: str, run_id: str) -> Path:
+        return self._safe(suite, run_id)
+
+    def is_complete(self, suite: str, run_id: str) -> bool:
+        """Committed and not ``failed`` (failed runs are retried; diverged ones are results)."""
+        path = self.run_dir(suite, run_id) / "metrics.json"
+        return path.is_file() and read_json(path).get("status") != "failed"
+
+    def staging_dir(self, suite: str, run_id: str) -> Path:
+        self._safe(suite, run_id)
+        d = self._safe(suite) / ".staging" / f"{run_id}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+        d.mkdir(parents=True)
+        return d
+
+    def commit(self, staging: Path, suite: str, run_id: str) -> Path:
+        """Atomically publish a finished run (replacing an older one when a run was forced)."""
+        final = self.run_dir(suite, run_id)
+        if final.exists():
+            trash = final.parent / ".staging" / f"{run_id}.replaced.{uuid.uuid4().hex[:6]}"
+            os.rename(final, trash)
+            os.rename(staging, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(staging, final)
+        return final
+
+    def iter_runs(self, suite: str | None = None) -> Iterator[Path]:
+        if not self.root.is_dir():
+            return
+        suites = [self.root / suite] if suite else sorted(p for p in self.root.iterdir() if p.is_dir())
+        for sdir in suites:
+            if not sdir.is_dir() or sdir.name.startswith((".", "_")):
+                continue
+            for run in sorted(sdir.iterdir()):
+                if run.is_dir() and not run.name.startswith((".", "_")) and (run / "metrics.json").is_file():
+                    yield run
+
+
+def write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=1, sort_keys=True, default=_json_default) + "\n")
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

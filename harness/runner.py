@@ -1,0 +1,218 @@
+"""Planning and executing runs: (algorithm, hyperparameters, seed) -> a committed run folder.
+
+Everything a run depends on is resolved and validated before any compute: the suite, the preset,
+the algorithms and their hyperparameters (registry defaults < the preset's per-algorithm values <
+``--set``), the results folder. The run id is a hash of that resolved identity, so a finished run is
+found again and never recomputed unless forced.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import env, registry, seeds
+from harness.errors import Diverged, UserError
+from harness.hashing import content_hash
+from harness.results import ResultsStore, read_json, write_json
+from harness.suite import Suite
+
+REFERENCE = "reference"
+
+
+@dataclass
+class RunSpec:
+    algorithm: str
+    config: Any
+    seed: int
+    variant: str
+    run_id: str
+    identity: dict
+
+    @property
+    def hyperparameters(self) -> dict:
+        return dataclasses.asdict(self.config)
+
+
+def parse_sets(items: list[str] | None, where: str = "--set") -> dict[str, dict[str, Any]]:
+    """``["dpo.beta=0.5", "sft.lr=1e-4"]`` -> ``{"dpo": {"beta": 0.5}, "sft": {"lr": 1e-4}}``."""
+    from harness.config import parse_scalar
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise UserError(where, item, "expected ALGORITHM.KEY=VALUE, e.g. dpo.beta=0.5")
+        key, value = item.split("=", 1)
+        algo, name = key.split(".", 1)
+        if not value:
+            raise UserError(where, item, "empty value")
+        out.setdefault(algo, {})[name] = parse_scalar(value)
+    return out
+
+
+def parse_seeds(text: str, where: str = "--seeds") -> list[int]:
+    try:
+        values = [int(s) for s in text.split(",") if s.strip() != ""]
+    except ValueError:
+        raise UserError(where, text, "expected comma-separated non-negative integers, e.g. 0,1,2") from None
+    if not values or any(v < 0 for v in values):
+        raise UserError(where, text, "expected comma-separated non-negative integers, e.g. 0,1,2")
+    return list(dict.fromkeys(values))
+
+
+def suite_identity(suite: Suite, preset_name: str) -> dict:
+    d = suite.as_dict()
+    d.pop("presets")
+    d.pop("description")
+    return {"suite": d, "preset_name": preset_name, "preset": dataclasses.asdict(suite.preset(preset_name))}
+
+
+def plan_runs(suite: Suite, preset_name: str, algorithms: list[str], seed_list: list[int],
+              overrides: dict[str, dict[str, Any]], sampler: str = "hf") -> list[RunSpec]:
+    preset = suite.preset(preset_name)
+    names = list(dict.fromkeys([REFERENCE] + [a for a in algorithms if a != REFERENCE]))
+    specs = {a: registry.get(a) for a in names}
+    for algo in overrides:
+        if algo not in specs:
+            registry.get(algo, "--set")
+            raise UserError("--set", algo, f"algorithm not among --algorithms ({', '.join(names[1:])})")
+    for algo in preset.algorithms:
+        if algo not in {s.name for s in registry.all_specs()}:
+            raise UserError(f"{suite.path}: presets.{preset_name}.algorithms", algo, "unknown algorithm")
+    base = suite_identity(suite, preset_name)
+    plan = []
+    for algo in names:
+        values = dict(preset.algorithms.get(algo, {}))
+        # preset values are checked on their own first, so a bad one names the suite file
+        specs[algo].make_config(values, f"{suite.path}: presets.{preset_name}.algorithms")
+        values.update(overrides.get(algo, {}))
+        config = specs[algo].make_config(values, "--set")
+        variant = specs[algo].cls(config).variant()
+        for seed in seed_list:
+            identity = {**base, "algorithm": algo, "variant": variant, "hyperparameters": dataclasses.asdict(config),
+                        "seed": seed, "sampler": sampler}
+            run_id = f"{algo}-s{seed}-{content_hash(identity, 10)}"
+            plan.append(RunSpec(algo, config, seed, variant, run_id, identity))
+    return plan
+
+
+class TrainContext:
+    """What an algorithm's ``train`` sees: shared artifacts, its seed, logging and checkpoint hooks."""
+
+    def __init__(self, art, seed: int, run_dir: Path, n_checkpoints: int, evaluate_checkpoint):
+        self.art = art
+        self.seed = seed
+        self.run_dir = run_dir
+        self.n_checkpoints = n_checkpoints
+        self._evaluate_checkpoint = evaluate_checkpoint
+        self._log = open(run_dir / "train_log.jsonl", "a")
+        self.trajectory: list[dict] = []
+
+    @property
+    def tokenizer(self):
+        return self.art.tokenizer
+
+    @property
+    def train_pairs(self):
+        return self.art.train_pairs
+
+    @property
+    def max_length(self) -> int:
+        return self.art.suite.policy.max_length
+
+    def init_policy(self):
+        """A fresh, trainable copy of π_ref: every algorithm starts from the same weights."""
+        import torch
+
+        torch.manual_seed(seeds.derive(self.seed, "policy-init"))  # seeds any newly initialised heads
+        model = self.art.load_reference()
+        model.train()
+        return model
+
+    def log(self, step: int, **metrics) -> None:
+        import json
+
+        self._log.write(json.dumps({"step": step, **metrics}) + "\n")
+
+    def checkpoint_steps(self, total: int) -> list[int]:
+        n = self.n_checkpoints
+        return sorted({max(1, round(total * k / (n + 1))) for k in range(1, n + 1)}) if n else []
+
+    def checkpoint(self, step: int, model) -> None:
+        metrics = self._evaluate_checkpoint(model, f"step {step}")
+        self.trajectory.append({"step": step, **metrics})
+        model.train()
+
+    def close(self) -> None:
+        self._log.close()
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def execute(plan: list[RunSpec], art, store: ResultsStore, force: bool = False, n_resamples: int = 10000) -> dict:
+    """Run every planned run that is not already committed. Returns counts by outcome."""
+    from harness.evaluate import evaluate_policy
+
+    suite = art.suite
+    counts = {"ok": 0, "diverged": 0, "failed": 0, "reused": 0}
+    versions, hw, commit = env.library_versions(), env.hardware(), env.git_commit()
+    for k, run in enumerate(plan, 1):
+        head = f"[{k}/{len(plan)}] {run.algorithm} seed {run.seed} ({run.run_id})"
+        if not force and store.is_complete(suite.name, run.run_id):
+            counts["reused"] += 1
+            say(f"{head}: finished earlier, reused")
+            continue
+        say(f"{head}: running")
+        staging = store.staging_dir(suite.name, run.run_id)
+        config = {**run.identity, "run_id": run.run_id, "artifacts": art.hashes(), "library_versions": versions,
+                  "hardware": hw, "git_commit": commit, "judge": art.judge.identity,
+                  "trust_remote_code": suite.policy.trust_remote_code}
+        write_json(staging / "config.json", config)
+        eval_seed = seeds.derive(run.seed, "eval-sampling")
+
+        def eval_checkpoint(model, label):
+            _, m = evaluate_policy(model, art, eval_seed, n_resamples=1000, desc=label)
+            return m
+
+        ctx = TrainContext(art, run.seed, staging, art.preset.eval_checkpoints, eval_checkpoint)
+        status, failure, metrics, timing = "ok", None, {}, {}
+        t0 = time.time()
+        try:
+            algo = registry.get(run.algorithm).cls(run.config)
+            model = algo.train(ctx)
+            timing["train_seconds"] = round(time.time() - t0, 2)
+            t1 = time.time()
+            samples, metrics = evaluate_policy(model, art, eval_seed, n_resamples=n_resamples, desc=run.algorithm)
+            timing["eval_seconds"] = round(time.time() - t1, 2)
+            samples.to_parquet(staging / "samples.parquet")
+        except Diverged as e:
+            status, failure = "diverged", {"step": e.step, "reason": e.reason}
+            say(f"{head}: diverged at step {e.step}: {e.reason}")
+        except Exception as e:  # one broken run must not end a sweep; it is recorded and retried next time
+            status, failure = "failed", {"reason": f"{type(e).__name__}: {e}"}
+            (staging / "traceback.txt").write_text(traceback.format_exc())
+            say(f"{head}: failed: {type(e).__name__}: {e} (traceback in the run folder)")
+        finally:
+            ctx.close()
+        timing["total_seconds"] = round(time.time() - t0, 2)
+        write_json(staging / "metrics.json", {
+            "run_id": run.run_id, "suite": suite.name, "suite_version": suite.version, "preset": art.preset_name,
+            "algorithm": run.algorithm, "variant": run.variant, "hyperparameters": run.hyperparameters,
+            "seed": run.seed, "status": status, "failure": failure, "metrics": metrics,
+            "trajectory": ctx.trajectory, "timing": timing, "library_versions": versions})
+        store.commit(staging, suite.name, run.run_id)
+        counts[status] += 1
+        if status == "ok":
+            say(f"{head}: done in {timing['total_seconds']:.0f}s: gold reward {metrics['gold_reward']:.3f}, "
+                f"win rate {metrics['win_rate']:.3f}, KL {metrics['kl']:.2f} nats")
+    return counts
+
+
+def run_status(path: Path) -> str:
+    return read_json(path / "metrics.json").get("status", "failed")

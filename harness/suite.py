@@ -1,0 +1,201 @@
+"""Suites: declarative, versioned YAML files in ``suites/``.
+
+A suite fixes everything that algorithms in a comparison share: the base policy and tokenizer, the
+data, how π_SFT (= π_ref) is obtained, how preference pairs are made, the evaluation prompts and
+generation settings, the judge, and named budget presets. Loading is strict: YAML is safe-loaded,
+and unknown keys, wrong types, missing fields and out-of-range values are rejected before any
+compute with one line naming the file and the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from harness.config import build, hp
+from harness.errors import UserError
+
+SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclasses.dataclass
+class TokenizerSpec:
+    kind: Literal["train_bpe", "pretrained"] = hp("train_bpe", "train a byte-level BPE on the corpus, or load one")
+    vocab_size: int = hp(2000, "vocabulary size for train_bpe", ge=300)
+    name_or_path: str | None = hp(None, "hub id or local path for kind=pretrained")
+
+
+@dataclasses.dataclass
+class PolicySpec:
+    kind: Literal["config", "pretrained"] = hp("config", "build from an architecture config, or load weights")
+    architecture: Literal["gpt2", "llama"] = hp("gpt2", "architecture for kind=config")
+    config: dict[str, Any] = hp(default_factory=dict, help="architecture config overrides (n_layer, n_embd, ...)")
+    name_or_path: str | None = hp(None, "hub id or local path for kind=pretrained")
+    trust_remote_code: bool = hp(False, "allow model code from the hub; recorded with every run")
+    max_length: int = hp(128, "context length used for training and evaluation", ge=8)
+
+
+@dataclasses.dataclass
+class DataSpec:
+    kind: Literal["synthetic_reviews", "text_file", "hf_dataset"] = hp("synthetic_reviews", "where the corpus comes from")
+    n_documents: int = hp(20000, "corpus size for synthetic_reviews", ge=10)
+    path: str | None = hp(None, "text_file: a .txt (one document per line) or .jsonl with a text field")
+    name: str | None = hp(None, "hf_dataset: hub dataset id")
+    split: str = hp("train", "hf_dataset: split")
+    text_field: str = hp("text", "field holding the document text")
+    heldout_fraction: float = hp(0.1, "documents kept out of π_SFT training; evaluation prompts come from them", gt=0, lt=1)
+
+
+@dataclasses.dataclass
+class ReferenceSpec:
+    kind: Literal["train_on_corpus", "use_base"] = hp("train_on_corpus", "how π_SFT = π_ref is obtained")
+    steps: int = hp(400, "optimizer steps of causal-LM training on the corpus", ge=0)
+    batch_size: int = hp(32, "sequences per step", ge=1)
+    lr: float = hp(2e-3, "peak learning rate (AdamW, linear warm-up and decay)", gt=0)
+    warmup_steps: int = hp(30, "linear warm-up steps", ge=0)
+
+
+@dataclasses.dataclass
+class PromptSpec:
+    min_words: int = hp(2, "shortest prompt, in words of a held-out document", ge=1)
+    max_words: int = hp(5, "longest prompt, in words", ge=1)
+
+    def validate(self):
+        if self.max_words < self.min_words:
+            return "max_words", f"got {self.max_words}, must be >= min_words ({self.min_words})"
+
+
+@dataclasses.dataclass
+class PairSpec:
+    kind: Literal["sampled", "file"] = hp("sampled", "sample from π_SFT and label with the judge, or read a file")
+    samples_per_prompt: int = hp(4, "completions sampled per training prompt; all pairs of them are labelled", ge=2)
+    max_new_tokens: int = hp(48, "completion length cap when sampling pairs", ge=1)
+    labels: Literal["deterministic", "bradley_terry"] = hp(
+        "deterministic", "higher gold reward wins, or the winner is drawn with P = σ((r_a - r_b)/bt_temperature)")
+    bt_temperature: float = hp(0.1, "Bradley–Terry temperature for labels=bradley_terry", gt=0)
+    flip_rate: float = hp(0.0, "probability that a label is flipped (label noise)", ge=0, lt=0.5)
+    min_reward_gap: float = hp(0.0, "drop pairs whose gold rewards differ by less (ties always dropped)", ge=0)
+    path: str | None = hp(None, "kind=file: .jsonl or .parquet with prompt, chosen, rejected columns")
+
+
+@dataclasses.dataclass
+class EvalSpec:
+    max_new_tokens: int = hp(48, "completion length cap at evaluation", ge=1)
+    temperature: float = hp(1.0, "sampling temperature; 1.0 is needed for an unbiased KL(π‖π_ref)", gt=0)
+    samples_per_prompt: int = hp(1, "completions per evaluation prompt", ge=1)
+    batch_size: int = hp(64, "prompts per sampling and scoring batch", ge=1)
+
+
+@dataclasses.dataclass
+class JudgeSpec:
+    kind: Literal["vader"] = hp("vader", "gold reward: VADER compound sentiment of the completion, in [-1, 1]")
+    target: Literal["completion", "prompt_and_completion"] = hp("completion", "text the judge scores")
+
+
+@dataclasses.dataclass
+class PresetSpec:
+    train_prompts: int = hp(500, "training prompts for preference pairs", ge=1)
+    eval_prompts: int = hp(100, "held-out evaluation prompts", ge=1)
+    reference_steps: int | None = hp(None, "override reference.steps for this preset", ge=0)
+    eval_checkpoints: int = hp(0, "extra evaluations along training (0 = final only)", ge=0)
+    algorithms: dict[str, dict[str, Any]] = hp(default_factory=dict, help="per-algorithm hyperparameter defaults")
+
+
+@dataclasses.dataclass
+class Suite:
+    name: str = hp(help="suite name; also its results folder")
+    version: int = hp(help="bump whenever a change alters results", ge=1)
+    description: str = hp("", "one line for `prefbench list suites`")
+    seed: int = hp(0, "seed of every suite-level artifact (corpus, π_SFT, pairs, prompts)", ge=0)
+    tokenizer: TokenizerSpec = hp(default_factory=TokenizerSpec)
+    policy: PolicySpec = hp(default_factory=PolicySpec)
+    data: DataSpec = hp(default_factory=DataSpec)
+    reference: ReferenceSpec = hp(default_factory=ReferenceSpec)
+    prompts: PromptSpec = hp(default_factory=PromptSpec)
+    pairs: PairSpec = hp(default_factory=PairSpec)
+    evaluation: EvalSpec = hp(default_factory=EvalSpec)
+    judge: JudgeSpec = hp(default_factory=JudgeSpec)
+    presets: dict[str, PresetSpec] = hp(default_factory=dict, help="named budgets; smoke and full at least")
+    path: str = dataclasses.field(default="", metadata={"help": "file it was loaded from"})
+
+    def validate(self):
+        if not NAME_RE.match(self.name):
+            return "name", f"got {self.name!r}, allowed: letters, digits, '_', '-', '.' (1-64 chars)"
+        for required in ("smoke", "full"):
+            if required not in self.presets:
+                return "presets", f"missing preset {required!r}; every suite declares smoke and full"
+        for pname in self.presets:
+            if not NAME_RE.match(pname):
+                return f"presets.{pname}", "preset names use letters, digits, '_', '-', '.'"
+        if self.tokenizer.kind == "pretrained" and not self.tokenizer.name_or_path:
+            return "tokenizer.name_or_path", "required when tokenizer.kind is pretrained"
+        if self.policy.kind == "pretrained" and not self.policy.name_or_path:
+            return "policy.name_or_path", "required when policy.kind is pretrained"
+        if self.data.kind == "text_file" and not self.data.path:
+            return "data.path", "required when data.kind is text_file"
+        if self.data.kind == "hf_dataset" and not self.data.name:
+            return "data.name", "required when data.kind is hf_dataset"
+        if self.pairs.kind == "file" and not self.pairs.path:
+            return "pairs.path", "required when pairs.kind is file"
+        return None
+
+    def preset(self, name: str, where: str = "--preset") -> PresetSpec:
+        if name not in self.presets:
+            raise UserError(where, name, f"unknown preset of suite {self.name}; allowed: {', '.join(self.presets)}")
+        return self.presets[name]
+
+    def resolve_path(self, p: str) -> Path:
+        """Paths inside a suite file are relative to that file."""
+        path = Path(p)
+        return path if path.is_absolute() else (Path(self.path).parent / path)
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("path")
+        return d
+
+
+def suite_files(suites_dir: Path = SUITES_DIR) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(suites_dir.glob("*.yaml"))}
+
+
+def load_suite_file(path: Path) -> Suite:
+    where = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(where, None, "file not found") from None
+    except UnicodeDecodeError:
+        raise UserError(where, None, "not valid UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        loc = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
+        raise UserError(where, loc, f"YAML syntax error: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise UserError(where, None, "a suite file must be a YAML mapping")
+    if "path" in data:
+        raise UserError(where, "path", "unknown key")
+    suite = build(Suite, data, where)
+    suite.path = str(Path(path).resolve())
+    return suite
+
+
+def load_suite(name_or_path: str, suites_dir: Path = SUITES_DIR) -> Suite:
+    """A suite by name (``suites/<name>.yaml``) or by path to a YAML file."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        return load_suite_file(p)
+    files = suite_files(suites_dir)
+    if name_or_path not in files:
+        import difflib
+
+        close = difflib.get_close_matches(name_or_path, list(files), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError("SUITE", name_or_path, f"unknown suite{hint}; available: {', '.join(files) or 'none'}")
+    return load_suite_file(files[name_or_path])

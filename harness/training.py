@@ -1,0 +1,68 @@
+"""Training plumbing shared by every native algorithm: seeded data order, AdamW with linear warm-up
+and decay, gradient clipping, divergence guards, step logs and evaluation checkpoints."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from harness.hparams import OptimConfig
+from harness.errors import Diverged
+from harness.progress import progress
+
+
+def total_steps(n_items: int, batch_size: int, epochs: float) -> int:
+    return max(1, math.ceil(n_items * epochs / batch_size))
+
+
+def seeded_batches(n_items: int, batch_size: int, epochs: float, seed: int) -> Iterator[np.ndarray]:
+    """Index batches over a fresh seeded permutation per epoch; a fractional last epoch is cut short."""
+    rng = np.random.default_rng(seed)
+    steps = total_steps(n_items, batch_size, epochs)
+    order = np.concatenate([rng.permutation(n_items) for _ in range(math.ceil(epochs) + 1)])
+    for s in range(steps):
+        yield order[s * batch_size:(s + 1) * batch_size]
+
+
+def make_optimizer(model, cfg: OptimConfig, steps: int):
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def schedule(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / (cfg.warmup_steps + 1)
+        return max(0.0, (steps - step) / max(1, steps - cfg.warmup_steps))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+
+def train_loop(model, batches: list[np.ndarray], step_fn: Callable[[np.ndarray], tuple[torch.Tensor, dict]],
+               cfg: OptimConfig, ctx, desc: str) -> None:
+    """Run ``step_fn`` over ``batches``; ``step_fn(indices) -> (loss, metrics)``.
+
+    Logs every step through ``ctx.log``, evaluates at ``ctx.checkpoint_steps`` through
+    ``ctx.checkpoint``, and raises :class:`Diverged` on a non-finite loss or an exploding gradient.
+    """
+    steps = len(batches)
+    opt, sched = make_optimizer(model, cfg, steps)
+    checkpoints = set(ctx.checkpoint_steps(steps))
+    bar = progress(total=steps, desc=desc, unit="step")
+    for step, idx in enumerate(batches, start=1):
+        model.train()
+        loss, metrics = step_fn(idx)
+        if not torch.isfinite(loss):
+            raise Diverged(step, f"non-finite loss ({loss.item()})")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+        if not math.isfinite(grad_norm) or grad_norm > cfg.divergence_grad_norm:
+            raise Diverged(step, f"gradient norm {grad_norm:.3g} above bound {cfg.divergence_grad_norm:g}")
+        opt.step()
+        sched.step()
+        ctx.log(step, loss=float(loss.detach()), grad_norm=grad_norm, lr=sched.get_last_lr()[0], **metrics)
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(loss):.4f}")
+        if step in checkpoints and step != steps:
+            ctx.checkpoint(step, model)
+    bar.close()
