@@ -30,7 +30,7 @@ def label_pairs(samples: pd.DataFrame, spec: PairSpec, seed: int) -> pd.DataFram
         recs = g.to_dict("records")
         for a, b in combinations(range(len(recs)), 2):
             ra, rb = recs[a]["gold_reward"], recs[b]["gold_reward"]
-            if ra == rb or abs(ra - rb) < spec.min_reward_gap or recs[a]["completion_ids"].tolist() == recs[b]["completion_ids"].tolist():
+            if ra == rb or abs(ra - rb) < spec.min_reward_gap or list(recs[a]["completion_ids"]) == list(recs[b]["completion_ids"]):
                 continue
             if spec.labels == "deterministic":
                 a_wins = ra > rb
