@@ -32,12 +32,21 @@ def evaluate_policy(model, art: SuiteArtifacts, seed: int, sampler=None, n_resam
     ev = art.suite.evaluation
     sampler = sampler or art.sampler
     prompts, prompt_ids = art.eval_prompts, art.eval_prompt_ids
-    comp = sampler.sample(PolicyHandle(art.tokenizer, model, None), prompt_ids, ev.samples_per_prompt,
-                          GenerationSettings(ev.max_new_tokens, ev.temperature, ev.batch_size), seed=seed,
-                          desc=f"{desc}: sampling")
+    settings = GenerationSettings(ev.max_new_tokens, ev.temperature, ev.batch_size)
+    # A policy that is not a plain causal LM (e.g. best-of-n reranking) samples and measures its KL
+    # itself through these two hooks; everything after sampling stays the same for every algorithm.
+    if hasattr(model, "sample_for_evaluation"):
+        comp = model.sample_for_evaluation(art, prompt_ids, ev.samples_per_prompt, settings, seed)
+    else:
+        comp = sampler.sample(PolicyHandle(art.tokenizer, model, None), prompt_ids, ev.samples_per_prompt,
+                              settings, seed=seed, desc=f"{desc}: sampling")
     rewards = art.judge.score([prompts[i] for i in comp.prompt_index], comp.texts)
-    kl = sequence_kl(model, art.reference_model, [prompt_ids[i] for i in comp.prompt_index], comp.token_ids,
-                     art.tokenizer.pad_token_id, ev.batch_size, art.suite.policy.max_length)
+    rows = [prompt_ids[i] for i in comp.prompt_index]
+    if hasattr(model, "sequence_kl"):
+        kl = model.sequence_kl(art, rows, comp)
+    else:
+        kl = sequence_kl(model, art.reference_model, rows, comp.token_ids, art.tokenizer.pad_token_id,
+                         ev.batch_size, art.suite.policy.max_length)
     base = art.baseline.set_index(["prompt_index", "sample_index"]).loc[
         list(zip(comp.prompt_index.tolist(), comp.sample_index.tolist()))]
     win = stats.win_scores(rewards, base.gold_reward.to_numpy())
@@ -47,7 +56,9 @@ def evaluate_policy(model, art: SuiteArtifacts, seed: int, sampler=None, n_resam
         "completion_ids": comp.token_ids, "length": comp.lengths, "finished": comp.finished,
         "gold_reward": rewards, "baseline_reward": base.gold_reward.to_numpy(),
         "baseline_length": base.length.to_numpy(), "win": win, **kl})
-    return samples, summarize(samples, n_resamples=n_resamples, seed=seed, engine=comp.engine)
+    metrics = summarize(samples, n_resamples=n_resamples, seed=seed, engine=comp.engine)
+    metrics.update(getattr(model, "evaluation_metrics", lambda: {})())
+    return samples, metrics
 
 
 def per_prompt(samples: pd.DataFrame, column: str) -> np.ndarray:

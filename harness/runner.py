@@ -111,6 +111,7 @@ class TrainContext:
         self._evaluate_checkpoint = evaluate_checkpoint
         self._log = open(run_dir / "train_log.jsonl", "a")
         self.trajectory: list[dict] = []
+        self.extra: dict = {}  # run-level facts an algorithm records (e.g. reward-model accuracy)
 
     @property
     def tokenizer(self):
@@ -137,6 +138,10 @@ class TrainContext:
         import json
 
         self._log.write(json.dumps({"step": step, **metrics}) + "\n")
+
+    def record(self, **facts) -> None:
+        """Store run-level facts with the run's metrics (``metrics.json`` -> ``extra``)."""
+        self.extra.update(facts)
 
     def checkpoint_steps(self, total: int) -> list[int]:
         n = self.n_checkpoints
@@ -205,7 +210,7 @@ def execute(plan: list[RunSpec], art, store: ResultsStore, force: bool = False, 
             "run_id": run.run_id, "suite": suite.name, "suite_version": suite.version, "preset": art.preset_name,
             "algorithm": run.algorithm, "variant": run.variant, "hyperparameters": run.hyperparameters,
             "seed": run.seed, "status": status, "failure": failure, "metrics": metrics,
-            "trajectory": ctx.trajectory, "timing": timing, "library_versions": versions})
+            "trajectory": ctx.trajectory, "extra": ctx.extra, "timing": timing, "library_versions": versions})
         store.commit(staging, suite.name, run.run_id)
         counts[status] += 1
         if status == "ok":
