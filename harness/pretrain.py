@@ -40,9 +40,9 @@ def train_causal_lm(model, tokenizer, docs: list[str], spec: ReferenceSpec, step
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        log.append({"step": step, "loss": float(loss)})
+        log.append({"step": step, "loss": float(loss.detach())})
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.3f}")
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     bar.close()
     model.eval()
     return log

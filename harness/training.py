@@ -62,7 +62,7 @@ def train_loop(model, batches: list[np.ndarray], step_fn: Callable[[np.ndarray],
         sched.step()
         ctx.log(step, loss=float(loss.detach()), grad_norm=grad_norm, lr=sched.get_last_lr()[0], **metrics)
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.4f}")
+        bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         if step in checkpoints and step != steps:
             ctx.checkpoint(step, model)
     bar.close()

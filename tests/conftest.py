@@ -40,3 +40,30 @@ def tiny_lm():
         return m.eval()
 
     return make, tok
+
+
+@pytest.fixture(scope="session")
+def smoke_cache(tmp_path_factory):
+    """One artifact cache for every end-to-end test in the session, so π_SFT, the pairs and the
+    baseline of the sentiment smoke preset are built once. PREFBENCH_TEST_CACHE reuses a folder
+    across sessions (handy locally; CI builds from nothing)."""
+    path = os.environ.get("PREFBENCH_TEST_CACHE") or str(tmp_path_factory.mktemp("artifact-cache"))
+    old = os.environ.get("PREFBENCH_CACHE")
+    os.environ["PREFBENCH_CACHE"] = path
+    yield Path(path)
+    if old is None:
+        os.environ.pop("PREFBENCH_CACHE", None)
+    else:
+        os.environ["PREFBENCH_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def smoke_results(smoke_cache, tmp_path_factory):
+    """The issue's acceptance run: sentiment, smoke preset, sft and dpo, seed 0 (one per session)."""
+    from harness.cli import main
+
+    results = tmp_path_factory.mktemp("results")
+    code = main(["run", "sentiment", "--preset", "smoke", "--algorithms", "sft,dpo", "--seeds", "0",
+                 "--results", str(results)])
+    assert code == 0
+    return results
