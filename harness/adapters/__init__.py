@@ -1,0 +1,213 @@
+"""Adapters to external trainers: every line that knows TRL's API lives in this package.
+
+One module per trainer family, so a TRL API change (``trl.experimental`` may change without notice)
+or a swap to another backend touches one file:
+
+- :mod:`harness.adapters.trl_reward`: reward-model training (``trl.RewardTrainer``);
+- :mod:`harness.adapters.trl_ppo`: PPO (``trl.experimental.ppo.PPOTrainer``);
+- :mod:`harness.adapters.trl_online`: RLOO and GRPO (``trl.RLOOTrainer``, ``trl.GRPOTrainer``).
+
+This module holds the trainer-independent plumbing they share: a distinct padding token for the
+trainer-side copy of a model, the TRL-log -> ``ctx.log`` bridge with divergence guards, and
+intermediate evaluations from a trainer callback. Heavy libraries are imported inside functions.
+
+Why a distinct padding token. The suite tokenizers use ``<|endoftext|>`` as BOS, EOS and padding.
+TRL's PPO treats every pad id as padding: the prompt's BOS would be masked out of every forward, the
+first EOS of a response would count as the end *before* it (the EOS never gets a gradient, the reward
+is read one token early), and a sampled pad would end a response. So the trainer-side copies of the
+models get one extra vocabulary row, ``PAD_TOKEN``, used only as padding. Its logit is pinned to
+-1e9 by a forward hook, so the policy's distribution over the real vocabulary is exactly π's (the
+pad is never sampled and has probability 0 in every log-softmax), and its input embedding is never
+read (TRL replaces padding by id 0 before every forward). Before a policy goes back to the harness
+the row is cut off again (:func:`shrink_vocab`): the result has the suite's vocabulary, so it is
+scored and compared with π_ref like every other policy.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Callable
+
+PAD_TOKEN = "<|prefbench_pad|>"
+MASKED_LOGIT = -1e9  # finite: 0 * -inf would make TRL's entropy NaN
+
+
+def quiet_trl() -> None:
+    """TRL warns on every import of its experimental API; the adapters know it is experimental."""
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+
+def trainer_tokenizer(tokenizer, padding_side: str = "left"):
+    """A copy of the suite tokenizer whose pad is a new special token (see the module docstring)."""
+    import copy
+
+    tok = copy.deepcopy(tokenizer)
+    if PAD_TOKEN in tok.get_vocab():
+        raise ValueError(f"{PAD_TOKEN!r} is already in the vocabulary")
+    n = len(tok)
+    tok.add_special_tokens({"pad_token": PAD_TOKEN})
+    if tok.pad_token_id != n or len(tok) != n + 1:
+        raise RuntimeError(f"expected the new pad token at id {n}, got {tok.pad_token_id}")
+    tok.padding_side = padding_side
+    return tok
+
+
+def _mask_logit_hook(pad_id: int):
+    def hook(module, inputs, output):
+        out = output.clone()
+        out[..., pad_id] = MASKED_LOGIT
+        return out
+
+    return hook
+
+
+def extend_vocab(model, tokenizer) -> None:
+    """Give ``model`` the trainer tokenizer's extra pad row (zeros) and, for a causal LM, pin the
+    pad's logit to ``MASKED_LOGIT``. Idempotent per model; undone by :func:`shrink_vocab`."""
+    import torch
+
+    n = len(tokenizer)
+    pad = tokenizer.pad_token_id
+    model.resize_token_embeddings(n, mean_resizing=False)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[pad:].zero_()
+        out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        if out is not None and out.weight.shape[0] == n:
+            out.weight[pad:].zero_()
+    model.config.pad_token_id = pad
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = pad
+    if out is not None and not hasattr(model, "_prefbench_pad_hook"):
+        model._prefbench_pad_hook = out.register_forward_hook(_mask_logit_hook(pad))
+
+
+def shrink_vocab(model, suite_tokenizer) -> None:
+    """Undo :func:`extend_vocab`: drop the pad row and hook; the suite's pad id and vocabulary again."""
+    handle = getattr(model, "_prefbench_pad_hook", None)
+    if handle is not None:
+        handle.remove()
+        del model._prefbench_pad_hook
+    model.resize_token_embeddings(len(suite_tokenizer), mean_resizing=False)
+    model.config.pad_token_id = suite_tokenizer.pad_token_id
+    gc = getattr(model, "generation_config", None)
+    if gc is not None:
+        gc.pad_token_id = suite_tokenizer.pad_token_id
+        gc.eos_token_id = suite_tokenizer.eos_token_id
+        gc.bos_token_id = suite_tokenizer.bos_token_id
+
+
+def suite_view(model, suite_tokenizer):
+    """A detached copy of a trainer-side policy with the suite vocabulary (for checkpoints)."""
+    import copy
+
+    view = copy.deepcopy(model)
+    shrink_vocab(view, suite_tokenizer)
+    return view
+
+
+def positions_from_attention_mask(model) -> Any:
+    """Make ``model(input_ids, attention_mask)`` number positions from the first attended token.
+
+    ``generate`` does this for left-padded prompts, and the harness scores right-padded sequences,
+    so a sequence always starts at position 0. TRL's RLOO/GRPO forward passes give no position ids,
+    and GPT-2 then counts from the left edge of the padded batch: a left-padded prompt would be
+    trained at other positions than it was sampled at. This pre-hook fills the missing ids the way
+    ``generate`` does. Returns the hook handle."""
+
+    def hook(module, args, kwargs):
+        if kwargs.get("position_ids") is not None or kwargs.get("past_key_values") is not None:
+            return None
+        ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
+        if ids is None and args:
+            ids = args[0]
+        if ids is None or mask is None or mask.dim() != 2 or mask.shape != ids.shape:
+            return None
+        pos = mask.long().cumsum(-1) - 1
+        kwargs["position_ids"] = pos.masked_fill(mask == 0, 0)
+        return args, kwargs
+
+    return model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+# ---------------------------------------------------------------------------------------- logging
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def make_log_bridge(ctx, canonical: dict[str, str], guards: dict[str, Any], on_step: Callable | None = None,
+                    total_steps: int | None = None):
+    """A ``TrainerCallback`` that forwards every TRL log to ``ctx.log(step, ...)`` and ends a run
+    that left the region where its numbers mean anything.
+
+    ``canonical`` maps our names to TRL's keys (``{"reward": "objective/scores", ...}``): each step
+    logs the canonical names (for the stability analysis) and every raw key prefixed ``trl/``.
+    ``guards``: ``nan_keys`` (a NaN/inf there is divergence), ``kl_key`` and ``max_kl`` (TRL's own
+    training KL above the bound is divergence; a training signal only, never a result).
+    """
+    from transformers import TrainerCallback
+
+    from harness.errors import Diverged
+
+    nan_keys = list(guards.get("nan_keys", []))
+    kl_key, max_kl = guards.get("kl_key"), guards.get("max_kl")
+
+    class LogBridge(TrainerCallback):
+        def __init__(self):
+            self.history: list[dict] = []
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = dict(logs or {})
+            if not any(k in logs for k in canonical.values()):
+                return  # the end-of-training summary (train_runtime, ...), not a step
+            step = int(state.global_step)
+            row = {name: float(logs[key]) for name, key in canonical.items() if key in logs}
+            row.update({f"trl/{k}": float(v) for k, v in logs.items() if isinstance(v, (int, float))})
+            self.history.append({"step": step, **row})
+            ctx.log(step, **row)
+            for key in nan_keys:
+                if key in logs and not _finite(logs[key]):
+                    raise Diverged(step, f"non-finite {key} ({logs[key]})")
+            if kl_key in logs and max_kl is not None:
+                v = logs[kl_key]
+                if not _finite(v) or v > max_kl:
+                    raise Diverged(step, f"training KL {kl_key}={v:.4g} above the bound {max_kl:g} nats")
+
+        def on_step_end(self, args, state, control, **kw):
+            if on_step is not None:
+                on_step(int(state.global_step), total_steps)
+
+    return LogBridge()
+
+
+def checkpoint_hook(ctx, total_steps: int, policy_getter: Callable[[], Any], suite_tokenizer) -> Callable:
+    """``on_step(step, total)`` for :func:`make_log_bridge`: evaluate at ``ctx.checkpoint_steps``.
+
+    The evaluation samples with its own seed (``torch.manual_seed``), so the training RNG streams
+    (torch, numpy, python) are saved and restored around it: the training run is the same with or
+    without intermediate evaluations."""
+    steps = set(ctx.checkpoint_steps(total_steps))
+
+    def on_step(step: int, total: int | None) -> None:
+        if step not in steps or step >= total_steps:
+            return
+        import random
+
+        import numpy as np
+        import torch
+
+        state = (torch.get_rng_state(), np.random.get_state(), random.getstate())
+        policy = policy_getter()
+        was_training = policy.training
+        try:
+            ctx.checkpoint(step, suite_view(policy, suite_tokenizer))
+        finally:
+            torch.set_rng_state(state[0])
+            np.random.set_state(state[1])
+            random.setstate(state[2])
+            policy.train(was_training)
+
+    return on_step
+
+
+def count_trainable(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
