@@ -44,19 +44,34 @@ def cmd_list(args) -> int:
 def cmd_run(args) -> int:
     from harness import registry
     from harness.results import ResultsStore
-    from harness.runner import parse_seeds, parse_sets, plan_runs
+    from harness.runner import load_sweep_file, parse_seeds, parse_sets, parse_sweeps, plan_runs
     from harness.suite import load_suite
 
     # everything is validated before any compute or write
+    sweep_file = load_sweep_file(args.sweep_file) if args.sweep_file else {}
     suite = load_suite(args.suite)
-    suite.preset(args.preset)
-    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    preset = args.preset or sweep_file.get("preset") or "smoke"
+    suite.preset(preset, "--preset" if args.preset else f"{args.sweep_file}: preset")
+    if args.algorithms:
+        algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    else:
+        algorithms = sweep_file.get("algorithms") or ["sft", "dpo"]
     if not algorithms:
         raise UserError("--algorithms", args.algorithms, "no algorithm named")
     for a in algorithms:
         registry.get(a)
-    seed_list = parse_seeds(args.seeds)
-    plan = plan_runs(suite, args.preset, algorithms, seed_list, parse_sets(args.set), args.sampler)
+    if args.seeds:
+        seed_list = parse_seeds(args.seeds)
+    else:
+        seed_list = sweep_file.get("seeds") or [0]
+    sets = parse_sets(sweep_file.get("set", []), f"{args.sweep_file}: set")
+    for algo, vals in parse_sets(args.set).items():
+        sets.setdefault(algo, {}).update(vals)
+    sweeps = parse_sweeps(sweep_file.get("sweep", []), f"{args.sweep_file}: sweep")
+    for algo, grid in parse_sweeps(args.sweep).items():
+        sweeps.setdefault(algo, {}).update(grid)
+    plan = plan_runs(suite, preset, algorithms, seed_list, sets, args.sampler, sweeps, args.eval_checkpoints)
+    args.preset = preset
     store = ResultsStore(args.results)
     store.prepare()
 
@@ -131,12 +146,20 @@ def build_parser() -> argparse.ArgumentParser:
                                     "preference pairs, evaluate every policy with the same code, write one folder "
                                     "per run, and print the comparison table. Finished runs are reused.")
     pr.add_argument("suite", help="suite name (see `prefbench list suites`) or path to a suite YAML")
-    pr.add_argument("--algorithms", default="sft,dpo", help="comma-separated algorithm names (default: sft,dpo); "
+    pr.add_argument("--algorithms", default=None, help="comma-separated algorithm names (default: sft,dpo); "
                     "the π_SFT reference row is always added")
-    pr.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
-    pr.add_argument("--preset", default="smoke", help="budget preset of the suite (default: smoke)")
+    pr.add_argument("--seeds", default=None, help="comma-separated seeds (default: 0)")
+    pr.add_argument("--preset", default=None, help="budget preset of the suite (default: smoke)")
     pr.add_argument("--set", action="append", metavar="ALGO.KEY=VALUE",
                     help="override a hyperparameter, e.g. --set dpo.beta=0.5 (repeatable)")
+    pr.add_argument("--sweep", action="append", metavar="ALGO.KEY=V1,V2,...",
+                    help="sweep a hyperparameter over values, e.g. --sweep dpo.beta=0.05,0.1,0.5 (repeatable; "
+                         "an algorithm's swept keys form a grid, crossed with --seeds)")
+    pr.add_argument("--sweep-file", default=None, metavar="YAML",
+                    help="a sweep YAML with any of: algorithms, seeds, preset, sweep {algo.key: [values]}, "
+                         "set {algo.key: value}; command-line flags take precedence")
+    pr.add_argument("--eval-checkpoints", type=int, default=None, metavar="N",
+                    help="evaluate N times along training as well as at the end (default: the preset's)")
     pr.add_argument("--results", default=str(DEFAULT_RESULTS), help=f"results folder (default: {DEFAULT_RESULTS})")
     pr.add_argument("--sampler", default="hf", help="sampling engine for evaluation (default: hf)")
     pr.add_argument("--force", action="store_true", help="recompute runs that already finished")

@@ -54,6 +54,70 @@ def parse_sets(items: list[str] | None, where: str = "--set") -> dict[str, dict[
     return out
 
 
+def parse_sweeps(items: list[str] | None, where: str = "--sweep") -> dict[str, dict[str, list[Any]]]:
+    """``["dpo.beta=0.05,0.1,0.5"]`` -> ``{"dpo": {"beta": [0.05, 0.1, 0.5]}}``."""
+    from harness.config import parse_scalar
+
+    out: dict[str, dict[str, list[Any]]] = {}
+    for item in items or []:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise UserError(where, item, "expected ALGORITHM.KEY=V1,V2,..., e.g. dpo.beta=0.05,0.1,0.5")
+        key, values = item.split("=", 1)
+        algo, name = key.split(".", 1)
+        vals = [parse_scalar(v) for v in values.split(",") if v.strip() != ""]
+        if not vals:
+            raise UserError(where, item, "no values")
+        out.setdefault(algo, {})[name] = list(dict.fromkeys(vals))
+    return out
+
+
+def load_sweep_file(path: str) -> dict[str, Any]:
+    """A sweep YAML: ``algorithms``, ``seeds``, ``preset``, ``sweep`` ({algo.key: [values]}) and ``set``
+    ({algo.key: value}); every key optional, unknown keys rejected."""
+    import yaml
+
+    where = str(path)
+    try:
+        data = yaml.safe_load(open(path, encoding="utf-8").read())
+    except FileNotFoundError:
+        raise UserError(where, None, "sweep file not found") from None
+    except yaml.YAMLError as e:
+        raise UserError(where, None, f"YAML syntax error: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise UserError(where, None, "a sweep file must be a YAML mapping")
+    allowed = {"algorithms", "seeds", "preset", "sweep", "set"}
+    for k in data:
+        if k not in allowed:
+            raise UserError(where, str(k), f"unknown key; allowed: {', '.join(sorted(allowed))}")
+    out: dict[str, Any] = {}
+    if "algorithms" in data:
+        algos = data["algorithms"]
+        if not isinstance(algos, list) or not all(isinstance(a, str) for a in algos):
+            raise UserError(where, "algorithms", "expected a list of algorithm names")
+        out["algorithms"] = algos
+    if "seeds" in data:
+        seeds_ = data["seeds"]
+        if not isinstance(seeds_, list) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds_):
+            raise UserError(where, "seeds", "expected a list of non-negative integers")
+        out["seeds"] = seeds_
+    if "preset" in data:
+        out["preset"] = str(data["preset"])
+    for section, parse in (("sweep", True), ("set", False)):
+        block = data.get(section) or {}
+        if not isinstance(block, dict):
+            raise UserError(where, section, "expected a mapping of ALGORITHM.KEY to values")
+        items = []
+        for k, v in block.items():
+            if parse:
+                if not isinstance(v, list) or not v:
+                    raise UserError(where, f"{section}.{k}", "expected a non-empty list of values")
+                items.append(f"{k}=" + ",".join(yaml.safe_dump(x, default_flow_style=True).strip().removesuffix("...").strip() for x in v))
+            else:
+                items.append(f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}")
+        out[section] = items
+    return out
+
+
 def parse_seeds(text: str, where: str = "--seeds") -> list[int]:
     try:
         values = [int(s) for s in text.split(",") if s.strip() != ""]
@@ -72,31 +136,44 @@ def suite_identity(suite: Suite, preset_name: str) -> dict:
 
 
 def plan_runs(suite: Suite, preset_name: str, algorithms: list[str], seed_list: list[int],
-              overrides: dict[str, dict[str, Any]], sampler: str = "hf") -> list[RunSpec]:
+              overrides: dict[str, dict[str, Any]], sampler: str = "hf",
+              sweeps: dict[str, dict[str, list[Any]]] | None = None,
+              eval_checkpoints: int | None = None) -> list[RunSpec]:
+    """Every (algorithm, hyperparameter point, seed) to run. Each algorithm's swept keys form a grid
+    (their cross product); grids of different algorithms are independent; all are crossed with seeds."""
+    import itertools
+
     preset = suite.preset(preset_name)
+    sweeps = sweeps or {}
     names = list(dict.fromkeys([REFERENCE] + [a for a in algorithms if a != REFERENCE]))
     specs = {a: registry.get(a) for a in names}
-    for algo in overrides:
-        if algo not in specs:
-            registry.get(algo, "--set")
-            raise UserError("--set", algo, f"algorithm not among --algorithms ({', '.join(names[1:])})")
+    for flag, given in (("--set", overrides), ("--sweep", sweeps)):
+        for algo in given:
+            if algo not in specs:
+                registry.get(algo, flag)
+                raise UserError(flag, algo, f"algorithm not among --algorithms ({', '.join(names[1:])})")
     for algo in preset.algorithms:
         if algo not in {s.name for s in registry.all_specs()}:
             raise UserError(f"{suite.path}: presets.{preset_name}.algorithms", algo, "unknown algorithm")
     base = suite_identity(suite, preset_name)
+    if eval_checkpoints is not None:
+        base["preset"]["eval_checkpoints"] = eval_checkpoints
     plan = []
     for algo in names:
         values = dict(preset.algorithms.get(algo, {}))
         # preset values are checked on their own first, so a bad one names the suite file
         specs[algo].make_config(values, f"{suite.path}: presets.{preset_name}.algorithms")
         values.update(overrides.get(algo, {}))
-        config = specs[algo].make_config(values, "--set")
-        variant = specs[algo].cls(config).variant()
-        for seed in seed_list:
-            identity = {**base, "algorithm": algo, "variant": variant, "hyperparameters": dataclasses.asdict(config),
-                        "seed": seed, "sampler": sampler}
-            run_id = f"{algo}-s{seed}-{content_hash(identity, 10)}"
-            plan.append(RunSpec(algo, config, seed, variant, run_id, identity))
+        specs[algo].make_config(values, "--set")
+        grid = sweeps.get(algo, {})
+        for point in itertools.product(*grid.values()):
+            config = specs[algo].make_config({**values, **dict(zip(grid, point))}, "--sweep" if grid else "--set")
+            variant = specs[algo].cls(config).variant()
+            for seed in seed_list:
+                identity = {**base, "algorithm": algo, "variant": variant,
+                            "hyperparameters": dataclasses.asdict(config), "seed": seed, "sampler": sampler}
+                run_id = f"{algo}-s{seed}-{content_hash(identity, 10)}"
+                plan.append(RunSpec(algo, config, seed, variant, run_id, identity))
     return plan
 
 
@@ -185,7 +262,7 @@ def execute(plan: list[RunSpec], art, store: ResultsStore, force: bool = False, 
             _, m = evaluate_policy(model, art, eval_seed, n_resamples=1000, desc=label)
             return m
 
-        ctx = TrainContext(art, run.seed, staging, art.preset.eval_checkpoints, eval_checkpoint)
+        ctx = TrainContext(art, run.seed, staging, run.identity["preset"]["eval_checkpoints"], eval_checkpoint)
         status, failure, metrics, timing = "ok", None, {}, {}
         t0 = time.time()
         try:

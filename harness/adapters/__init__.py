@@ -135,7 +135,7 @@ def _finite(x: Any) -> bool:
 
 
 def make_log_bridge(ctx, canonical: dict[str, str], guards: dict[str, Any], on_step: Callable | None = None,
-                    total_steps: int | None = None):
+                    total_steps: int | None = None, desc: str = "training"):
     """A ``TrainerCallback`` that forwards every TRL log to ``ctx.log(step, ...)`` and ends a run
     that left the region where its numbers mean anything.
 
@@ -143,10 +143,13 @@ def make_log_bridge(ctx, canonical: dict[str, str], guards: dict[str, Any], on_s
     logs the canonical names (for the stability analysis) and every raw key prefixed ``trl/``.
     ``guards``: ``nan_keys`` (a NaN/inf there is divergence), ``kl_key`` and ``max_kl`` (TRL's own
     training KL above the bound is divergence; a training signal only, never a result).
+    ``on_step(step, total)`` runs after every optimizer update (e.g. :func:`checkpoint_hook`).
+    It also draws the harness progress bar (TRL's own printer callbacks are removed by the adapters).
     """
     from transformers import TrainerCallback
 
     from harness.errors import Diverged
+    from harness.progress import progress
 
     nan_keys = list(guards.get("nan_keys", []))
     kl_key, max_kl = guards.get("kl_key"), guards.get("max_kl")
@@ -154,6 +157,14 @@ def make_log_bridge(ctx, canonical: dict[str, str], guards: dict[str, Any], on_s
     class LogBridge(TrainerCallback):
         def __init__(self):
             self.history: list[dict] = []
+            self.bar = None
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.bar = progress(total=total_steps, desc=desc, unit="step")
+
+        def on_train_end(self, args, state, control, **kw):
+            if self.bar is not None:
+                self.bar.close()
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = dict(logs or {})
@@ -164,6 +175,8 @@ def make_log_bridge(ctx, canonical: dict[str, str], guards: dict[str, Any], on_s
             row.update({f"trl/{k}": float(v) for k, v in logs.items() if isinstance(v, (int, float))})
             self.history.append({"step": step, **row})
             ctx.log(step, **row)
+            if self.bar is not None and "reward" in row:
+                self.bar.set_postfix(reward=f"{row['reward']:.3f}")
             for key in nan_keys:
                 if key in logs and not _finite(logs[key]):
                     raise Diverged(step, f"non-finite {key} ({logs[key]})")
@@ -173,6 +186,8 @@ def make_log_bridge(ctx, canonical: dict[str, str], guards: dict[str, Any], on_s
                     raise Diverged(step, f"training KL {kl_key}={v:.4g} above the bound {max_kl:g} nats")
 
         def on_step_end(self, args, state, control, **kw):
+            if self.bar is not None:
+                self.bar.update(1)
             if on_step is not None:
                 on_step(int(state.global_step), total_steps)
 

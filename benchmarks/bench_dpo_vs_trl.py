@@ -1,0 +1,418 @@
+#!/usr/bin/env python
+"""Native DPO vs TRL's DPOTrainer: training throughput side by side, plus a loss-agreement check.
+
+Both sides train a fresh copy of the ``sentiment`` suite's π_ref (smoke preset) on the same token
+ids, in the same batches, for the same number of optimizer steps, in one process:
+
+- native: prefbench's real code path, ``algorithms.dpo.DPO(config).train(ctx)`` (collate chosen and
+  rejected into one batch, ``sequence_logps``, ``preference_loss``, AdamW, gradient clipping, the
+  harness's ``train_loop``), with the suite's cached reference log-probabilities;
+- TRL: ``trl.DPOTrainer`` fed the same pre-tokenized ids (a subclass skips TRL's re-tokenization,
+  so no EOS is appended), ``precompute_ref_log_probs=True`` (TRL's own precomputation, timed
+  separately and *not* part of steps/s), fp32, no gradient checkpointing, sequential sampling.
+
+TRL's dataset is laid out in the order of the native run's seeded batches, so batch k is the same
+set of pairs on both sides (and so the same padded length). Each side's clock is read at the end of
+every optimizer step (``ctx.log`` natively, a ``TrainerCallback.on_step_end`` in TRL); steps/s is
+taken over steps warmup+1 .. warmup+steps, so model loading, optimizer creation and TRL's set-up
+are excluded on both sides. The measurement is repeated (alternating which side goes first) and the
+median ratio is reported. A benchmark, not a test: only a loss disagreement makes it exit non-zero.
+
+    python benchmarks/bench_dpo_vs_trl.py [--steps N] [--batch-size B] [--threads T] [--results DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+# progress bars would be timed too: silence prefbench's (tqdm) and TRL's precompute bar
+os.environ.setdefault("PREFBENCH_QUIET", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+EXIT_LOSS_MISMATCH = 3
+
+
+def parse_args(argv=None):
+    default_results = Path(os.environ.get("PREFBENCH_RESULTS", REPO / "results"))
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=30, help="timed optimizer steps per side per repeat (default 30)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps before the timed ones (default 2)")
+    p.add_argument("--repeats", type=int, default=3, help="measurements per side; the median ratio is quoted (default 3)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="preference pairs per step (default: prefbench's DPO default, 32); each step sees 2x sequences")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads(T) before anything runs (default: torch's default)")
+    p.add_argument("--results", type=Path, default=default_results,
+                   help=f"results folder whose _cache holds the suite artifacts, as for `prefbench run` "
+                        f"(default {default_results}; PREFBENCH_CACHE overrides the cache folder)")
+    p.add_argument("--suite", default="sentiment", help="suite (default sentiment)")
+    p.add_argument("--preset", default="smoke", help="preset (default smoke)")
+    p.add_argument("--seed", type=int, default=0, help="run seed: native data order and init (default 0)")
+    p.add_argument("--native-dropout", choices=["as-trained", "off"], default="as-trained",
+                   help="as-trained: prefbench's real path (dropout of the model config active in train mode); "
+                        "off: set every Dropout to p=0, as TRL's disable_dropout=True does (default as-trained)")
+    p.add_argument("--trl-optim", default=None,
+                   help="TRL `optim` (default: TRL's default, adamw_torch_fused); e.g. adamw_torch to match the "
+                        "native torch.optim.AdamW defaults")
+    p.add_argument("--tolerance", type=float, default=1e-5, help="max |loss_TRL - loss_native| (default 1e-5)")
+    p.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
+    args = p.parse_args(argv)
+    for name in ("steps", "repeats"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1")
+    if args.warmup < 1:
+        p.error("--warmup must be >= 1 (the clock starts at the end of a step)")
+    if args.batch_size is not None and args.batch_size < 1:
+        p.error("--batch-size must be >= 1")
+    return args
+
+
+# --------------------------------------------------------------------------- helpers
+def loadavg() -> str:
+    try:
+        return "/".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def disable_dropout(model) -> None:
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+
+
+def dropout_rate(model) -> float:
+    import torch
+
+    rates = {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
+    return max(rates) if rates else 0.0
+
+
+def rate(stamps: list[float], warmup: int, steps: int) -> float:
+    """Steps/s over steps warmup+1..warmup+steps; ``stamps[k-1]`` is the clock at the end of step k."""
+    return steps / (stamps[warmup + steps - 1] - stamps[warmup - 1])
+
+
+# --------------------------------------------------------------------------- native side
+def make_native_context(art, seed: int, dropout: bool, run_dir: Path):
+    """The harness's own TrainContext (real ``log`` to train_log.jsonl), plus a clock per step."""
+    from harness.runner import TrainContext
+
+    class ClockedContext(TrainContext):
+        def __init__(self):
+            super().__init__(art, seed, run_dir, 0, None)
+            self.stamps: list[float] = []
+            self.logs: list[dict] = []
+            self.model = None
+
+        def init_policy(self):
+            model = super().init_policy()
+            if not dropout:
+                disable_dropout(model)
+            self.model = model
+            return model
+
+        def log(self, step, **metrics):
+            super().log(step, **metrics)
+            self.stamps.append(time.perf_counter())
+            self.logs.append({"step": step, **metrics})
+
+    return ClockedContext()
+
+
+def run_native(art, cfg, seed: int, dropout: bool):
+    from algorithms.dpo import DPO
+
+    with tempfile.TemporaryDirectory(prefix="bench-native-") as d:
+        ctx = make_native_context(art, seed, dropout, Path(d))
+        t0 = time.perf_counter()
+        try:
+            DPO(cfg).train(ctx)
+        finally:
+            ctx.close()
+        wall = time.perf_counter() - t0
+    info = {"dropout": dropout_rate(ctx.model) if ctx.model is not None else None}
+    ctx.model = None
+    return ctx.stamps, ctx.logs, wall, info
+
+
+# --------------------------------------------------------------------------- TRL side
+def make_trl_classes():
+    from transformers import TrainerCallback
+    from trl import DPOTrainer
+
+    class PretokDPOTrainer(DPOTrainer):
+        """Trains on exactly the ids given: no EOS appended, nothing re-tokenized."""
+        precompute_seconds = None
+
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            return dataset
+
+        def _precompute_ref_logps(self, dataset, name, batch_size):
+            t0 = time.perf_counter()
+            out = super()._precompute_ref_logps(dataset, name, batch_size)
+            self.precompute_seconds = time.perf_counter() - t0
+            return out
+
+    class StepClock(TrainerCallback):
+        def __init__(self):
+            self.stamps: list[float] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.stamps.append(time.perf_counter())
+
+    return PretokDPOTrainer, StepClock
+
+
+def trl_config(cfg, batch_size: int, max_steps: int, max_length: int, seed: int, out_dir: str, optim: str | None):
+    from trl import DPOConfig as TRLDPOConfig
+
+    kw = dict(output_dir=out_dir, use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+              per_device_train_batch_size=batch_size, max_steps=max_steps, learning_rate=cfg.lr,
+              warmup_steps=cfg.warmup_steps, lr_scheduler_type="linear", weight_decay=cfg.weight_decay,
+              max_grad_norm=cfg.max_grad_norm, beta=cfg.beta, loss_type="sigmoid", label_smoothing=cfg.label_smoothing,
+              max_length=max_length, precompute_ref_log_probs=True, train_sampling_strategy="sequential", seed=seed,
+              logging_strategy="no", save_strategy="no", report_to="none", disable_tqdm=True,
+              dataloader_num_workers=0)
+    if optim:
+        kw["optim"] = optim
+    return TRLDPOConfig(**kw)
+
+
+def make_trl_trainer(art, dataset, args_trl, callbacks=()):
+    PretokDPOTrainer, _ = make_trl_classes()
+    model = art.load_reference()  # fresh π_ref copy; with precompute, TRL needs no separate ref model
+    t0 = time.perf_counter()
+    trainer = PretokDPOTrainer(model=model, ref_model=None, args=args_trl, train_dataset=dataset,
+                               processing_class=art.tokenizer, callbacks=list(callbacks))
+    return trainer, time.perf_counter() - t0
+
+
+def run_trl(art, dataset, args_trl):
+    _, StepClock = make_trl_classes()
+    clock = StepClock()
+    trainer, init_s = make_trl_trainer(art, dataset, args_trl, [clock])
+    t0 = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - t0
+    opt = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+    info = {"init_seconds": init_s, "precompute_seconds": trainer.precompute_seconds,
+            "optimizer": f"{type(opt).__module__}.{type(opt).__name__}"
+                         f"(fused={opt.defaults.get('fused')}, foreach={opt.defaults.get('foreach')})",
+            "dropout": dropout_rate(trainer.model)}
+    del trainer
+    return clock.stamps, wall, info
+
+
+# --------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import numpy as np
+    import torch
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    import datasets
+    import transformers
+    import trl
+
+    transformers.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+
+    from harness import registry
+    from harness.artifacts import SuiteArtifacts
+    from harness.suite import load_suite
+    from harness.training import seeded_batches, total_steps
+
+    load_start = loadavg()
+    cache_root = Path(os.environ.get("PREFBENCH_CACHE", args.results / "_cache"))
+    suite = load_suite(args.suite)
+    t0 = time.perf_counter()
+    art = SuiteArtifacts(suite, args.preset, cache_root)
+    pairs = art.train_pairs
+    _ = art.reference_dir, art.tokenizer
+    art_s = time.perf_counter() - t0
+    built = ", ".join(art.built) if art.built else "none (all from the cache)"
+
+    # native config exactly as `prefbench run` resolves it: registry defaults < the preset's values
+    spec = registry.get("dpo")
+    values = dict(art.preset.algorithms.get("dpo", {}))
+    if args.batch_size is not None:
+        values["batch_size"] = args.batch_size
+    B = values.get("batch_size", spec.make_config(values, "bench").batch_size)
+    S = args.warmup + args.steps
+    values["epochs"] = (S * B - 0.5) / len(pairs)  # exactly S optimizer steps
+    cfg = spec.make_config(values, "bench_dpo_vs_trl")
+    assert total_steps(len(pairs), cfg.batch_size, cfg.epochs) == S
+    if cfg.loss != "sigmoid":
+        raise SystemExit(f"this benchmark compares the sigmoid (DPO/cDPO) loss; the preset sets loss={cfg.loss}")
+    max_length = suite.policy.max_length
+
+    # the native run's batches (same call as DPO.train), laid out for TRL's sequential sampler
+    batches = list(seeded_batches(len(pairs), cfg.batch_size, cfg.epochs, args.seed))
+    order = np.concatenate(batches)
+    rows = pairs.iloc[order]
+    dataset = datasets.Dataset.from_dict({"prompt_ids": rows.prompt_ids.map(list).tolist(),
+                                          "chosen_ids": rows.chosen_ids.map(list).tolist(),
+                                          "rejected_ids": rows.rejected_ids.map(list).tolist()})
+    too_long = sum(len(p) + max(len(c), len(r)) > max_length
+                   for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"]))
+    seq_len = [max(len(p) + len(c) for p, c in zip(rows.prompt_ids.iloc[b0:b0 + B], rows.chosen_ids.iloc[b0:b0 + B])
+                   ) for b0 in range(0, len(rows), B)]
+
+    n_params = sum(p.numel() for p in art.reference_model.parameters())
+    print("== native DPO vs TRL DPOTrainer: training throughput ==")
+    print(f"host: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads{', set by --threads' if args.threads else ', torch default'}), "
+          f"transformers {transformers.__version__}, trl {trl.__version__}; load average at start {load_start}")
+    print(f"suite {suite.name}/{args.preset}: {len(pairs)} train pairs, π_ref {n_params / 1e6:.2f}M params "
+          f"({suite.policy.architecture}, max_length {max_length}); artifacts ready in {art_s:.1f}s, built now: {built}")
+    print(f"workload: batch {B} pairs = {2 * B} sequences/step, {args.warmup} warm-up + {args.steps} timed steps, "
+          f"{args.repeats} repeats; padded length per batch {min(seq_len)}..{max(seq_len)} tokens "
+          f"(mean {statistics.mean(seq_len):.1f}); {too_long} rows would be truncated at max_length")
+
+    # ---------------------------------------------------------------- loss agreement
+    tmp = tempfile.TemporaryDirectory(prefix="bench-trl-")
+    args_trl = trl_config(cfg, B, S, max_length, args.seed, tmp.name, args.trl_optim)
+    trainer, init_s = make_trl_trainer(art, dataset, args_trl)
+    precompute_cold = trainer.precompute_seconds
+    first = [trainer.train_dataset[i] for i in range(B)]
+    inputs = trainer.data_collator(first)
+    with torch.no_grad():
+        loss_trl = float(trainer.compute_loss(trainer.model, inputs))
+    mode = "train" if trainer.model.training else "eval"
+    trl_logps_c = trainer._metrics[mode]["logps/chosen"][-1]
+    trl_logps_r = trainer._metrics[mode]["logps/rejected"][-1]
+    for m in trainer._metrics.values():
+        m.clear()
+    ref_c_trl = np.array([r["ref_chosen_logps"] for r in first])
+    ref_r_trl = np.array([r["ref_rejected_logps"] for r in first])
+    b0 = batches[0]
+    ref_diff = max(np.abs(ref_c_trl - pairs.ref_chosen_logp.to_numpy()[b0]).max(),
+                   np.abs(ref_r_trl - pairs.ref_rejected_logp.to_numpy()[b0]).max())
+    del trainer
+    gc.collect()
+
+    # native: the real DPO.train path, one step, dropout off (TRL disables it); step 1's logged loss is
+    # computed on the untouched π_ref weights and the same first batch
+    one_cfg = spec.make_config({**values, "epochs": (B - 0.5) / len(pairs)}, "bench_dpo_vs_trl")
+    _, logs1, _, _ = run_native(art, one_cfg, args.seed, dropout=False)
+    loss_native = logs1[0]["loss"]
+    diff = abs(loss_trl - loss_native)
+    ok = diff <= args.tolerance
+
+    print("\n-- loss agreement: fresh π_ref copies, first batch, before any update --")
+    print(f"TRL    compute_loss (TRL's own precomputed ref log-probs):   {loss_trl:.8f}")
+    print(f"native DPO.train step-1 loss (suite's cached ref log-probs): {loss_native:.8f}")
+    print(f"|difference| = {diff:.2e} (tolerance {args.tolerance:g}): {'AGREE' if ok else 'DISAGREE'}")
+    print(f"  policy mean logps chosen/rejected: TRL {trl_logps_c:.5f}/{trl_logps_r:.5f}, "
+          f"native {logs1[0]['logps/chosen']:.5f}/{logs1[0]['logps/rejected']:.5f}; "
+          f"max |ref logp TRL - suite cache| = {ref_diff:.2e}")
+
+    # ---------------------------------------------------------------- timing
+    native_dropout = args.native_dropout == "as-trained"
+    reps = []
+    native_info = trl_info = None
+    for r in range(args.repeats):
+        order_sides = ["native", "trl"] if r % 2 == 0 else ["trl", "native"]
+        rec = {"repeat": r + 1, "first": order_sides[0], "load": loadavg()}
+        for side in order_sides:
+            gc.collect()
+            if side == "native":
+                stamps, logs, wall, native_info = run_native(art, cfg, args.seed, native_dropout)
+                assert len(stamps) == S, (len(stamps), S)
+                rec["native"] = rate(stamps, args.warmup, args.steps)
+                rec["native_wall"] = wall
+                rec["native_loss_last"] = logs[-1]["loss"]
+                rec["native_loss_first"] = logs[0]["loss"]
+            else:
+                stamps, wall, trl_info = run_trl(art, dataset, args_trl)
+                assert len(stamps) == S, (len(stamps), S)
+                rec["trl"] = rate(stamps, args.warmup, args.steps)
+                rec["trl_wall"] = wall
+                rec["trl_init"] = trl_info["init_seconds"]
+        rec["ratio"] = rec["native"] / rec["trl"]
+        reps.append(rec)
+        print(f"repeat {r + 1}/{args.repeats} ({rec['first']} first, load {rec['load']}): native "
+              f"{rec['native']:.2f} steps/s, TRL {rec['trl']:.2f} steps/s, ratio {rec['ratio']:.2f}x")
+
+    nat = statistics.median(x["native"] for x in reps)
+    trl_rate = statistics.median(x["trl"] for x in reps)
+    ratio = statistics.median(x["ratio"] for x in reps)
+    precompute_per_step = (precompute_cold or 0.0) / S
+    ratio_with_pre = (1 / trl_rate + precompute_per_step) ** -1
+    ratio_with_pre = nat / ratio_with_pre
+    load_end = loadavg()
+
+    print("\n-- settings --")
+    print(f"native: algorithms/dpo.py DPO.train -> harness.training.train_loop; torch.optim.AdamW(lr={cfg.lr:g}, "
+          f"weight_decay={cfg.weight_decay:g}, torch defaults: single-tensor loop on CPU), linear warm-up "
+          f"{cfg.warmup_steps} + decay, clip_grad_norm_ {cfg.max_grad_norm:g}, fp32, dropout "
+          f"{native_info['dropout']:g} ({args.native_dropout}), beta {cfg.beta:g}, reference log-probs from the suite "
+          f"cache (built once per suite, not timed)")
+    print(f"TRL:    DPOTrainer (pre-tokenized subclass), {trl_info['optimizer']}, lr {args_trl.learning_rate:g}, "
+          f"weight_decay {args_trl.weight_decay:g}, linear warm-up {args_trl.warmup_steps} + decay, max_grad_norm "
+          f"{args_trl.max_grad_norm:g}, fp32 (bf16=False), gradient_checkpointing=False, disable_dropout="
+          f"{args_trl.disable_dropout} (dropout {trl_info['dropout']:g}), beta {args_trl.beta:g}, loss sigmoid, "
+          f"sequential sampler, logging off; reference log-probs precomputed by TRL at construction: "
+          f"{precompute_cold:.2f}s for {len(dataset)} rows (batch {B}), NOT included in steps/s "
+          f"(later constructions hit TRL's cache: {trl_info['precompute_seconds']:.3f}s)")
+
+    print("\n-- result (median of repeats; steps/s over the timed steps only) --")
+    w = 8
+    print(f"{'side':<{w}} {'steps/s':>8} {'seq/s':>8} {'pairs/s':>8}  per repeat (steps/s)       train() wall s")
+    for name, key, med in (("native", "native", nat), ("TRL", "trl", trl_rate)):
+        per = ", ".join(f"{x[key]:.2f}" for x in reps)
+        walls = ", ".join(f"{x[key + '_wall']:.1f}" for x in reps)
+        print(f"{name:<{w}} {med:>8.2f} {med * 2 * B:>8.1f} {med * B:>8.1f}  {per:<26} {walls}")
+    per_ratio = ", ".join(f"{x['ratio']:.2f}" for x in reps)
+    print(f"ratio native/TRL: {ratio:.2f}x (per repeat: {per_ratio}); "
+          f"counting TRL's precompute in its time ({precompute_per_step * 1000:.0f} ms/step over {S} steps): "
+          f"{ratio_with_pre:.2f}x")
+    print(f"loss |TRL - native| on the first batch: {diff:.2e}")
+    print(f"peak RSS (whole process, both sides): {peak_rss_mib():.0f} MiB; load average start {load_start}, "
+          f"end {load_end}; torch threads {torch.get_num_threads()}")
+    verdict = "MEETS" if ratio >= 1.5 else "MISSES"
+    print(f"VERDICT: native DPO runs at {ratio:.2f}x TRL DPOTrainer's steps/s: {verdict} the >= 1.5x target "
+          f"(batch {B}, {args.steps} timed steps x {args.repeats} repeats); losses "
+          f"{'agree' if ok else 'DISAGREE'} ({diff:.1e})")
+
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "suite": suite.name, "preset": args.preset, "batch_size": B, "steps": args.steps, "warmup": args.warmup,
+            "threads": torch.get_num_threads(), "native_dropout": args.native_dropout, "trl_optim": str(args_trl.optim),
+            "native_steps_per_s": nat, "trl_steps_per_s": trl_rate, "ratio": ratio,
+            "ratio_with_trl_precompute": ratio_with_pre, "trl_precompute_seconds": precompute_cold,
+            "loss_trl": loss_trl, "loss_native": loss_native, "loss_abs_diff": diff, "repeats": reps,
+            "load_start": load_start, "load_end": load_end, "peak_rss_mib": peak_rss_mib()}, indent=1))
+    tmp.cleanup()
+    return 0 if ok else EXIT_LOSS_MISMATCH
+
+
+if __name__ == "__main__":
+    sys.exit(main())

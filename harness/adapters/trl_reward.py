@@ -1,0 +1,88 @@
+"""Reward-model training through TRL's ``RewardTrainer`` (trl 1.12.0). The only TRL code for it.
+
+Pairs go in pre-tokenized (``chosen_ids``/``rejected_ids`` = prompt + completion ids, used as-is:
+no EOS added, nothing re-tokenized), so the reward model sees exactly the token ids the harness
+scores and PPO generates. Loss: −log σ(r(x, y_w) − r(x, y_l)) (Bradley–Terry), as in TRL.
+Held-out accuracy is *not* taken from TRL (its ``eval_accuracy`` is a mean of per-batch means); the
+caller scores the held-out pairs itself (:mod:`harness.reward_model`).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+
+def train_reward_model(model, tokenizer, chosen: Sequence[Sequence[int]], rejected: Sequence[Sequence[int]], *,
+                       lr: float, epochs: float, batch_size: int, max_length: int, seed: int,
+                       workdir: Path, log_fn=None) -> list[dict[str, Any]]:
+    """Train ``model`` (a sequence-classification model with ``num_labels=1``) in place on full
+    sequences ``chosen[i]`` ≻ ``rejected[i]``. ``tokenizer`` pads (its pad token must be distinct
+    from EOS, see :mod:`harness.adapters`). Returns TRL's per-step logs."""
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from trl import RewardConfig, RewardTrainer
+
+    from harness.progress import progress
+
+    workdir = Path(workdir)
+    ds = Dataset.from_dict({"chosen_ids": [list(map(int, c)) for c in chosen],
+                            "rejected_ids": [list(map(int, r)) for r in rejected]})
+    args = RewardConfig(
+        output_dir=str(workdir / "trl_reward"), use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+        per_device_train_batch_size=batch_size, num_train_epochs=epochs, learning_rate=lr,
+        lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_length=max_length,
+        seed=seed, data_seed=seed, save_strategy="no", eval_strategy="no", report_to="none",
+        logging_steps=1, disable_tqdm=True, dataloader_num_workers=0)
+    logs: list[dict] = []
+
+    class Capture(TrainerCallback):
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.bar = progress(total=state.max_steps, desc="reward model", unit="step")
+
+        def on_log(self, args, state, control, logs_=None, **kw):
+            pass
+
+        def on_step_end(self, args, state, control, **kw):
+            self.bar.update(1)
+
+        def on_train_end(self, args, state, control, **kw):
+            self.bar.close()
+
+    class Logs(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            row = {"step": int(state.global_step), **{k: float(v) for k, v in (logs or {}).items()
+                                                       if isinstance(v, (int, float))}}
+            if "loss" in row:
+                LOGS.append(row)
+                if log_fn is not None:
+                    log_fn(row)
+
+    LOGS = logs
+    trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer,
+                            callbacks=[Capture(), Logs()])
+    for cb in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cb)
+    if len(trainer.train_dataset) != len(ds):
+        raise RuntimeError(f"RewardTrainer dropped {len(ds) - len(trainer.train_dataset)} pairs longer than "
+                           f"max_length={max_length}")
+    try:
+        trainer.train()
+    finally:
+        shutil.rmtree(workdir / "trl_reward", ignore_errors=True)
+    model.eval()
+    return logs
+
+
+def trl_version() -> str:
+    import trl
+
+    return trl.__version__
+
+
+__all__ = ["train_reward_model", "trl_version"]
+_ = os  # keep the import for callers that patch paths in tests
