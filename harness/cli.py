@@ -104,6 +104,12 @@ def cmd_report(args) -> int:
     runs = load_runs(args.results, args.suite)
     if runs.empty:
         raise UserError("--results", str(args.results), f"no finished runs{' for suite ' + args.suite if args.suite else ''}")
+    if args.dir:
+        from harness.analysis import build_report
+
+        out = build_report(Path(args.results), args.suite, Path(args.dir))
+        print(f"report written to {out}")
+        return 0
     text = render(summary_table(runs), args.format)
     if args.out:
         Path(args.out).write_text(text)
@@ -172,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--suite", default=None, help="only this suite")
     rp.add_argument("--format", default="md", choices=["md", "latex", "csv"], help="table format (default: md)")
     rp.add_argument("--out", default=None, help="write to this file instead of stdout")
+    rp.add_argument("--dir", default=None, metavar="FOLDER",
+                    help="write the full report folder instead: tables (md, LaTeX, CSV), plots (PNG, PDF: "
+                         "reward-KL frontier, seed stability, sensitivity, training curves) and report.md")
     rp.set_defaults(func=cmd_report)
     return p
 

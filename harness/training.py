@@ -47,6 +47,7 @@ def train_loop(model, batches: list[np.ndarray], step_fn: Callable[[np.ndarray],
     steps = len(batches)
     opt, sched = make_optimizer(model, cfg, steps)
     checkpoints = set(ctx.checkpoint_steps(steps))
+    ctx.record(train_steps=steps)
     bar = progress(total=steps, desc=desc, unit="step")
     for step, idx in enumerate(batches, start=1):
         model.train()

@@ -8,7 +8,6 @@ caller scores the held-out pairs itself (:mod:`harness.reward_model`).
 """
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,16 +35,13 @@ def train_reward_model(model, tokenizer, chosen: Sequence[Sequence[int]], reject
         lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_length=max_length,
         seed=seed, data_seed=seed, save_strategy="no", eval_strategy="no", report_to="none",
         logging_steps=1, disable_tqdm=True, dataloader_num_workers=0)
-    logs: list[dict] = []
+    LOGS: list[dict] = []
 
-    class Capture(TrainerCallback):
+    class Progress(TrainerCallback):
         bar = None
 
         def on_train_begin(self, args, state, control, **kw):
             self.bar = progress(total=state.max_steps, desc="reward model", unit="step")
-
-        def on_log(self, args, state, control, logs_=None, **kw):
-            pass
 
         def on_step_end(self, args, state, control, **kw):
             self.bar.update(1)
@@ -62,9 +58,8 @@ def train_reward_model(model, tokenizer, chosen: Sequence[Sequence[int]], reject
                 if log_fn is not None:
                     log_fn(row)
 
-    LOGS = logs
     trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer,
-                            callbacks=[Capture(), Logs()])
+                            callbacks=[Progress(), Logs()])
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)
     if len(trainer.train_dataset) != len(ds):
@@ -75,14 +70,10 @@ def train_reward_model(model, tokenizer, chosen: Sequence[Sequence[int]], reject
     finally:
         shutil.rmtree(workdir / "trl_reward", ignore_errors=True)
     model.eval()
-    return logs
+    return LOGS
 
 
 def trl_version() -> str:
     import trl
 
     return trl.__version__
-
-
-__all__ = ["train_reward_model", "trl_version"]
-_ = os  # keep the import for callers that patch paths in tests
