@@ -12,6 +12,7 @@ artifact that a later run would trust.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from harness import seeds
+from harness import faults, seeds
 from harness.errors import UserError
 from harness.hashing import content_hash
 from harness.progress import progress
@@ -44,22 +45,30 @@ class ArtifactCache:
         if final.is_dir():
             return final, False
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".tmp-{kind}-{h}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
+        # One builder at a time: a second process waits here, then finds the finished folder.
+        # flock is released by the kernel when its holder dies, so a crashed builder never blocks.
+        fd = os.open(self.root / f".{kind}-{h}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            t0 = time.time()
-            build(tmp)
-            (tmp / "artifact.json").write_text(json.dumps(
-                {"kind": kind, "hash": h, "key": key, "build_seconds": round(time.time() - t0, 2)},
-                indent=1, default=str))
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if final.is_dir():
+                return final, False
+            for old in self.root.glob(f".tmp-{kind}-{h}-*"):  # left by a builder that died
+                shutil.rmtree(old, ignore_errors=True)
+            tmp = self.root / f".tmp-{kind}-{h}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
             try:
+                t0 = time.time()
+                build(tmp)
+                (tmp / "artifact.json").write_text(json.dumps(
+                    {"kind": kind, "hash": h, "key": key, "build_seconds": round(time.time() - t0, 2)},
+                    indent=1, default=str))
+                faults.point(f"artifact:{kind}")
                 os.rename(tmp, final)
-            except OSError:  # another process committed the same artifact first: keep theirs
-                if not final.is_dir():
-                    raise
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
         finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            os.close(fd)
         return final, True
 
 
@@ -251,6 +260,10 @@ class SuiteArtifacts:
         lp_path, built = self.cache.get_or_build("reflogps", key, lambda d: self._build_ref_logps(pairs, d))
         if built:
             self.built.append("reflogps")
+        if not (pairs.split == "train").any():
+            raise UserError(self.suite.path, "pairs", f"no usable training pairs from {self.preset.train_prompts} "
+                            "prompts (every sampled pair tied under the judge); raise train_prompts or "
+                            "samples_per_prompt, or train π_SFT longer")
         lp = pd.read_parquet(lp_path / "ref_logps.parquet")
         return pairs.assign(ref_chosen_logp=lp.ref_chosen_logp.to_numpy(),
                             ref_rejected_logp=lp.ref_rejected_logp.to_numpy())

@@ -90,6 +90,8 @@ def cmd_run(args) -> int:
     table = summary_table(load_runs(args.results, suite.name, {r.run_id for r in plan}))
     print(render(table, "md"), end="")
     say(", ".join(f"{v} {k}" for k, v in counts.items() if v))
+    if counts["busy"]:
+        say(f"{counts['busy']} run(s) were in progress in another process; run again to include them.")
     if counts["failed"]:
         say(f"{counts['failed']} run(s) failed; see traceback.txt in their folders. Re-running retries them.")
         return EXIT_RUN_FAILED

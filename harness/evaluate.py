@@ -11,7 +11,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from harness import stats
+from harness import faults, stats
 from harness.artifacts import SuiteArtifacts
 from harness.kl import sequence_kl
 from harness.sampling.base import GenerationSettings, PolicyHandle
@@ -40,6 +40,7 @@ def evaluate_policy(model, art: SuiteArtifacts, seed: int, sampler=None, n_resam
     else:
         comp = sampler.sample(PolicyHandle(art.tokenizer, model, None), prompt_ids, ev.samples_per_prompt,
                               settings, seed=seed, desc=f"{desc}: sampling")
+    faults.point("eval:sampled")
     rewards = art.judge.score([prompts[i] for i in comp.prompt_index], comp.texts)
     rows = [prompt_ids[i] for i in comp.prompt_index]
     if hasattr(model, "sequence_kl"):

@@ -13,10 +13,12 @@ read back (never pickle). Names are checked so nothing is written outside the re
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -89,6 +91,34 @@ class ResultsStore:
         else:
             os.rename(staging, final)
         return final
+
+    @contextmanager
+    def claim(self, suite: str, run_id: str):
+        """Claim a run for this process (yields True) or learn that a live process holds it (False).
+
+        The claim is an exclusive ``flock`` on ``<suite>/.locks/<run-id>.lock``: the kernel drops it
+        when its holder dies, SIGKILL included, so a stale claim can never block a restart. Once
+        claimed, staging folders of earlier, dead attempts at this run are removed.
+        """
+        self._safe(suite, run_id)
+        locks = self._safe(suite) / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        fd = os.open(locks / f"{run_id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            staging = self._safe(suite) / ".staging"
+            if staging.is_dir():
+                for old in staging.glob(f"{run_id}.*"):
+                    shutil.rmtree(old, ignore_errors=True)
+            yield True
+        finally:
+            os.close(fd)  # closing releases the lock
 
     def iter_runs(self, suite: str | None = None) -> Iterator[Path]:
         if not self.root.is_dir():

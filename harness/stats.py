@@ -34,6 +34,10 @@ __all__ = [
     "bootstrap_ci",
     "hierarchical_bootstrap",
     "hierarchical_bootstrap_many",
+    "hierarchical_bootstrap_replicates",
+    "percentile_ci",
+    "bootstrap_p_value",
+    "seed_stats",
     "seed_summary",
     "binomial_ci",
     "paired_bootstrap_diff",
@@ -41,6 +45,7 @@ __all__ = [
     "compare_seeds",
     "holm",
     "length_controlled_win_rate",
+    "length_controlled_win_rate_many",
     "bradley_terry",
     "sensitivity_indices",
     "expected_max",
@@ -395,6 +400,82 @@ def hierarchical_bootstrap(scores, n_resamples=10000, alpha=0.05, seed=0, shared
                 n_seeds=int(X.shape[0]), n_items=int(X.shape[1]))
 
 
+def hierarchical_bootstrap_replicates(scores, n_resamples=10000, seed=0, shared_items=False):
+    """The bootstrap replicates behind ``hierarchical_bootstrap_many``.
+
+    scores: [n_configs, n_seeds, n_items] (NaN = missing cell).
+    Returns [n_resamples, n_configs]: replicate r of config c is the grand
+    mean of config c under resample r. The draws depend only on (seed,
+    n_seeds, n_items), so two calls with the same seed and shape use the same
+    resamples (common random numbers). That makes paired comparisons free:
+    for two configs whose seed rows are paired (row k of A and row k of B ran
+    with the same seed) and that have no missing cells, ``rep[:, a] -
+    rep[:, b]`` is exactly the hierarchical bootstrap of the per-cell
+    differences A - B, i.e. what ``paired_bootstrap_diff`` computes on 2-D
+    input with the same seed.
+    """
+    X = np.asarray(scores, dtype=np.float64)
+    if X.ndim != 3:
+        raise ValueError(f"scores must be [n_configs, n_seeds, n_items], got shape {X.shape}")
+    if min(X.shape) == 0:
+        return np.full((int(n_resamples), X.shape[0]), np.nan)
+    return _hier_boot(X, n_resamples, seed, shared_items)
+
+
+def percentile_ci(boot, alpha=0.05):
+    """Two-sided percentile interval of bootstrap replicates along axis 0.
+
+    boot: [n_resamples, ...]; NaN replicates are ignored. Returns (low, high)
+    of shape boot.shape[1:] (floats for 1-D input).
+    """
+    _check_alpha(alpha)
+    lo, hi = _percentile_interval(np.asarray(boot, dtype=np.float64), alpha)
+    return _scalar(lo), _scalar(hi)
+
+
+def bootstrap_p_value(boot, null=0.0):
+    """Two-sided percentile-bootstrap p-value of H0: statistic = null.
+
+    boot: [n_resamples, ...] replicates of the statistic (e.g. a paired
+    difference); NaN replicates are ignored. p = min(1, 2 min(F, 1 - F'))
+    with F = (#{rep <= null} + 1) / (B + 1) and F' = 1 - (#{rep >= null} + 1)
+    / (B + 1): the smallest alpha at which the percentile interval of level
+    1 - alpha excludes ``null`` (CI inversion), with the +1 correction so that
+    p is never 0 (its floor is 2 / (B + 1)). Returns a float or an array of
+    shape boot.shape[1:] (NaN where no replicate is finite).
+    """
+    b = np.asarray(boot, dtype=np.float64)
+    ok = ~np.isnan(b)
+    n = ok.sum(axis=0)
+    le = (ok & (b <= null)).sum(axis=0)
+    ge = (ok & (b >= null)).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = np.minimum(1.0, 2.0 * np.minimum(le + 1.0, ge + 1.0) / (n + 1.0))
+    return _scalar(np.where(n > 0, p, np.nan))
+
+
+def seed_stats(values):
+    """Mean, std (ddof=1) and IQM over seeds, for many configs at once.
+
+    values: [n_configs, n_seeds] per-seed metric (NaN = no value: a config
+    with fewer seeds pads with NaN). Returns dict(n, mean, std, iqm) of arrays
+    [n_configs]; std is NaN with fewer than 2 values, everything NaN with none.
+    The IQM is ``iqm`` row by row (scipy ``trim_mean(x, 0.25)``).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 2:
+        raise ValueError(f"values must be [n_configs, n_seeds], got shape {v.shape}")
+    ok = ~np.isnan(v)
+    n = ok.sum(axis=1)
+    vz = np.where(ok, v, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n > 0, vz.sum(axis=1) / n, np.nan)
+        ss = (np.where(ok, v - mean[:, None], 0.0) ** 2).sum(axis=1)
+        std = np.where(n > 1, np.sqrt(ss / (n - 1)), np.nan)
+    q = _iqm_sorted_rows(np.sort(v, axis=1), n) if v.shape[1] else np.full(v.shape[0], np.nan)
+    return dict(n=n, mean=mean, std=std, iqm=q)
+
+
 # ---------------------------------------------------------------------------
 # 4./5. seed summaries
 # ---------------------------------------------------------------------------
@@ -601,7 +682,7 @@ def holm(pvalues):
 # 11. length-controlled win rate
 # ---------------------------------------------------------------------------
 
-def _fit_lc_glm(s, z, w, l2, max_iter=100, tol=1e-10, max_step=5.0):
+def _fit_lc_glm(s, z, w, l2, max_iter=100, tol=1e-10, max_step=5.0, theta0=0.0, phi0=0.0):
     """Batched penalised logistic fit P(win_i) = sigmoid(theta + phi z_i).
 
     s: [n] soft labels in [0, 1]; z: [n] length feature; w: [B, n] item
@@ -609,11 +690,13 @@ def _fit_lc_glm(s, z, w, l2, max_iter=100, tol=1e-10, max_step=5.0):
     sum_i w_i BCE(s_i, sigmoid(theta + phi z_i)) + l2/2 (theta^2 + phi^2) for
     all B weightings at once by Newton-Raphson with a closed-form 2x2 solve.
     Steps are clipped to max_step (the objective is convex, so a damped
-    Newton step cannot overshoot into divergence). Returns theta, phi [B].
+    Newton step cannot overshoot into divergence). theta0, phi0: starting
+    point (scalars or [B]; a warm start from the full-sample fit makes
+    bootstrap refits converge in a few steps). Returns theta, phi [B].
     """
     B = w.shape[0]
-    theta = np.zeros(B)
-    phi = np.zeros(B)
+    theta = np.zeros(B) + theta0
+    phi = np.zeros(B) + phi0
     z2 = z * z
     for _ in range(max_iter):
         p = special.expit(theta[:, None] + phi[:, None] * z[None, :])
@@ -689,6 +772,153 @@ def length_controlled_win_rate(scores, delta_len, n_resamples=1000, seed=0, alph
     return dict(lc_win_rate=float(special.expit(theta[0])), low=float(lo[0]), high=float(hi[0]),
                 raw_win_rate=float(s.mean()), raw_low=float(lo[1]), raw_high=float(hi[1]),
                 phi=float(phi[0]), n=int(n))
+
+
+def _lc_point_fits(s, d, cfg, C, l2):
+    """Full-sample LC fits per config: theta, phi, sd, z (per sample)."""
+    theta = np.full(C, np.nan)
+    phi = np.full(C, np.nan)
+    z = np.zeros(s.size)
+    for c in range(C):
+        m = cfg == c
+        n = int(m.sum())
+        if n == 0:
+            continue
+        sd = d[m].std(ddof=1) if n > 1 else 0.0
+        z[m] = np.tanh(d[m] / sd) if sd > 0 else 0.0
+        th, ph = _fit_lc_glm(s[m], z[m], np.ones((1, n)), l2)
+        theta[c], phi[c] = th[0], ph[0]
+    return theta, phi, z
+
+
+def length_controlled_win_rate_many(scores, delta_len, config, seed_id, item_id, n_resamples=10000,
+                                    alpha=0.05, seed=0, l2=1e-3, method="auto", refit_budget=2e7):
+    """Length-controlled win rates of many systems, with a seeds-then-items bootstrap.
+
+    One judgement per row n: scores[n] in [0, 1] (win score against the
+    baseline), delta_len[n] = length - baseline length, config[n] in
+    [0, n_configs) (the system), seed_id[n] (its training seed: any labels)
+    and item_id[n] (the prompt: labels shared by every seed and config, as in
+    a crossed seeds x prompts design; several rows may share a (seed, item)
+    cell, e.g. several samples per prompt).
+
+    Per config, the GLM of ``length_controlled_win_rate`` (AlpacaEval
+    "length_controlled_minimal": sigmoid(theta + phi tanh(dlen / sd)), sd the
+    config's std(delta_len, ddof=1), kept fixed) is fitted by maximum
+    likelihood on all its rows, and LC = sigmoid(theta). The CI resamples like
+    ``hierarchical_bootstrap(..., shared_items=True)``: the config's seeds with
+    replacement (multiplicities m_s), and the items with replacement once per
+    replicate for all drawn seeds (multiplicities W_i); row n gets weight
+    m[seed_n] W[item_n] and the GLM is refitted. Configs with the same number
+    of seeds share the draws (common random numbers).
+
+    method: "refit": every replicate is refitted to convergence by batched
+      Newton-Raphson, warm-started at the full-sample fit. "onestep": one
+      Newton step from the full-sample fit with each replicate's exact
+      gradient and Hessian (the one-step bootstrap): these are sums of
+      per-(seed, item) sufficient statistics weighted by m_s W_i, so all
+      replicates of all configs come out of one matrix product per chunk; its
+      difference from the refit is O(1/n) against a CI width of O(1/sqrt(n)).
+      "auto" refits when n_resamples * n_rows <= refit_budget, else one step.
+    Returns dict of arrays [n_configs]: lc_win_rate, low, high,
+    raw_win_rate, raw_low, raw_high (the plain weighted mean under the same
+    resamples), phi, n, n_seeds; and method (the one used). NaN rows dropped;
+    a config without rows gets NaN.
+
+    With one seed, one row per item and method="refit", this gives the
+    numbers of ``length_controlled_win_rate`` with the same seed up to the
+    Newton tolerance (same draws, same chunking).
+    """
+    _check_alpha(alpha)
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    d = np.asarray(delta_len, dtype=np.float64).ravel()
+    cfg = np.asarray(config).ravel().astype(np.intp)
+    sid = np.asarray(seed_id).ravel()
+    iid = np.asarray(item_id).ravel()
+    if not (s.size == d.size == cfg.size == sid.size == iid.size):
+        raise ValueError("scores, delta_len, config, seed_id and item_id need the same length")
+    if method not in ("auto", "refit", "onestep"):
+        raise ValueError(f"method must be 'auto', 'refit' or 'onestep', got {method!r}")
+    if np.any(cfg < 0):
+        raise ValueError("config ids must be >= 0")
+    C = int(cfg.max()) + 1 if cfg.size else 0
+    ok = ~(np.isnan(s) | np.isnan(d))
+    s, d, cfg, sid, iid = s[ok], d[ok], cfg[ok], sid[ok], iid[ok]
+    if np.any((s < 0) | (s > 1)):
+        raise ValueError("scores must lie in [0, 1]")
+    if method == "auto":
+        method = "refit" if float(n_resamples) * s.size <= refit_budget else "onestep"
+    _, item = np.unique(iid, return_inverse=True)
+    I = int(item.max()) + 1 if item.size else 0
+    out = {k: np.full(C, np.nan) for k in ("lc_win_rate", "low", "high", "raw_win_rate", "raw_low",
+                                             "raw_high", "phi")}
+    out["n"] = np.bincount(cfg, minlength=C)
+    out["n_seeds"] = np.zeros(C, dtype=np.int64)
+    out["method"] = method
+    if C == 0 or s.size == 0:
+        return out
+    theta, phi, z = _lc_point_fits(s, d, cfg, C, l2)
+    # seed slot of each row within its config (0..S_c-1, in sorted seed order)
+    slot = np.zeros(s.size, dtype=np.intp)
+    for c in range(C):
+        m = cfg == c
+        if m.any():
+            _, slot[m] = np.unique(sid[m], return_inverse=True)
+            out["n_seeds"][c] = int(slot[m].max()) + 1
+    for c in range(C):
+        m = cfg == c
+        if m.any():
+            out["lc_win_rate"][c] = special.expit(theta[c])
+            out["raw_win_rate"][c] = s[m].mean()
+            out["phi"][c] = phi[c]
+    B = int(n_resamples)
+    for S in np.unique(out["n_seeds"][out["n"] > 0]):
+        cs = np.flatnonzero((out["n_seeds"] == S) & (out["n"] > 0))
+        boot = np.empty((B, cs.size, 2))
+        rng = np.random.default_rng(seed)
+        rows = [np.flatnonzero(cfg == c) for c in cs]
+        if method == "refit":
+            per = 8 * max(r.size for r in rows)
+            for start, b in _chunks(B, per):
+                sidx = rng.integers(0, S, size=(b, S)) if S > 1 else None
+                W = _counts(rng.integers(0, I, size=(b, I)), I)  # [b, I] item multiplicities
+                mult = _counts(sidx, S) if S > 1 else np.ones((b, 1))
+                for k, (c, r) in enumerate(zip(cs, rows)):
+                    w = mult[:, slot[r]] * W[:, item[r]]  # [b, n_c]
+                    th, _ = _fit_lc_glm(s[r], z[r], w, l2, theta0=theta[c], phi0=phi[c])
+                    boot[start:start + b, k, 0] = special.expit(th)
+                    boot[start:start + b, k, 1] = (w @ s[r]) / w.sum(axis=1)
+        else:
+            # per (seed slot, item) cell sums at the full-sample fit: [1, s, r, r z, h, h z, h z^2]
+            F = 7
+            T = np.zeros((I, cs.size, S, F))
+            for k, (c, r) in enumerate(zip(cs, rows)):
+                zz = z[r]
+                p = special.expit(theta[c] + phi[c] * zz)
+                res = p - s[r]
+                h = p * (1.0 - p)
+                feats = np.stack([np.ones_like(zz), s[r], res, res * zz, h, h * zz, h * zz * zz], axis=1)
+                np.add.at(T, (item[r], k, slot[r]), feats)
+            V = T.reshape(I, -1)
+            for start, b in _chunks(B, max(I, cs.size * S * F)):
+                sidx = rng.integers(0, S, size=(b, S)) if S > 1 else None
+                W = _counts(rng.integers(0, I, size=(b, I)), I)
+                mult = _counts(sidx, S) if S > 1 else np.ones((b, 1))
+                U = np.einsum("bksf,bs->bkf", (W @ V).reshape(b, cs.size, S, F), mult)
+                n_w, s_w, g0, g1, h00, h01, h11 = (U[..., f] for f in range(F))
+                th0, ph0 = theta[cs][None, :], phi[cs][None, :]
+                g0 = g0 + l2 * th0
+                g1 = g1 + l2 * ph0
+                h00 = h00 + l2
+                h11 = h11 + l2
+                det = h00 * h11 - h01 * h01
+                d0 = (h11 * g0 - h01 * g1) / det
+                boot[start:start + b, :, 0] = special.expit(th0 - d0)
+                boot[start:start + b, :, 1] = s_w / n_w
+        lo, hi = _percentile_interval(boot, alpha)
+        out["low"][cs], out["high"][cs] = lo[:, 0], hi[:, 0]
+        out["raw_low"][cs], out["raw_high"][cs] = lo[:, 1], hi[:, 1]
+    return out
 
 
 # ---------------------------------------------------------------------------

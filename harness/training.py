@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from harness.hparams import OptimConfig
+from harness import faults
 from harness.errors import Diverged
 from harness.progress import progress
 
@@ -64,6 +65,7 @@ def train_loop(model, batches: list[np.ndarray], step_fn: Callable[[np.ndarray],
         ctx.log(step, loss=float(loss.detach()), grad_norm=grad_norm, lr=sched.get_last_lr()[0], **metrics)
         bar.update(1)
         bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        faults.point("train:step")
         if step in checkpoints and step != steps:
             ctx.checkpoint(step, model)
     bar.close()
