@@ -774,23 +774,6 @@ def length_controlled_win_rate(scores, delta_len, n_resamples=1000, seed=0, alph
                 phi=float(phi[0]), n=int(n))
 
 
-def _lc_point_fits(s, d, cfg, C, l2):
-    """Full-sample LC fits per config: theta, phi, sd, z (per sample)."""
-    theta = np.full(C, np.nan)
-    phi = np.full(C, np.nan)
-    z = np.zeros(s.size)
-    for c in range(C):
-        m = cfg == c
-        n = int(m.sum())
-        if n == 0:
-            continue
-        sd = d[m].std(ddof=1) if n > 1 else 0.0
-        z[m] = np.tanh(d[m] / sd) if sd > 0 else 0.0
-        th, ph = _fit_lc_glm(s[m], z[m], np.ones((1, n)), l2)
-        theta[c], phi[c] = th[0], ph[0]
-    return theta, phi, z
-
-
 def length_controlled_win_rate_many(scores, delta_len, config, seed_id, item_id, n_resamples=10000,
                                     alpha=0.05, seed=0, l2=1e-3, method="auto", refit_budget=2e7):
     """Length-controlled win rates of many systems, with a seeds-then-items bootstrap.
@@ -821,9 +804,9 @@ def length_controlled_win_rate_many(scores, delta_len, config, seed_id, item_id,
       difference from the refit is O(1/n) against a CI width of O(1/sqrt(n)).
       "auto" refits when n_resamples * n_rows <= refit_budget, else one step.
     Returns dict of arrays [n_configs]: lc_win_rate, low, high,
-    raw_win_rate, raw_low, raw_high (the plain weighted mean under the same
-    resamples), phi, n, n_seeds; and method (the one used). NaN rows dropped;
-    a config without rows gets NaN.
+    raw_win_rate, raw_low, raw_high (the plain mean under the same
+    resamples), phi, n, n_seeds; and method (the one used). NaN rows are
+    dropped; a config without rows gets NaN.
 
     With one seed, one row per item and method="refit", this gives the
     numbers of ``length_controlled_win_rate`` with the same seed up to the
@@ -848,8 +831,6 @@ def length_controlled_win_rate_many(scores, delta_len, config, seed_id, item_id,
         raise ValueError("scores must lie in [0, 1]")
     if method == "auto":
         method = "refit" if float(n_resamples) * s.size <= refit_budget else "onestep"
-    _, item = np.unique(iid, return_inverse=True)
-    I = int(item.max()) + 1 if item.size else 0
     out = {k: np.full(C, np.nan) for k in ("lc_win_rate", "low", "high", "raw_win_rate", "raw_low",
                                              "raw_high", "phi")}
     out["n"] = np.bincount(cfg, minlength=C)
@@ -857,62 +838,72 @@ def length_controlled_win_rate_many(scores, delta_len, config, seed_id, item_id,
     out["method"] = method
     if C == 0 or s.size == 0:
         return out
-    theta, phi, z = _lc_point_fits(s, d, cfg, C, l2)
-    # seed slot of each row within its config (0..S_c-1, in sorted seed order)
-    slot = np.zeros(s.size, dtype=np.intp)
+    _, item = np.unique(iid, return_inverse=True)
+    I = int(item.max()) + 1
+    # rows of config c: order[bounds[c]:bounds[c + 1]]
+    order = np.argsort(cfg, kind="stable")
+    bounds = np.r_[0, np.cumsum(out["n"])]
+    rows = [order[bounds[c]:bounds[c + 1]] for c in range(C)]
+    theta = np.full(C, np.nan)
+    phi = np.full(C, np.nan)
+    z = np.zeros(s.size)
+    slot = np.zeros(s.size, dtype=np.intp)  # seed slot of a row within its config (sorted seed order)
     for c in range(C):
-        m = cfg == c
-        if m.any():
-            _, slot[m] = np.unique(sid[m], return_inverse=True)
-            out["n_seeds"][c] = int(slot[m].max()) + 1
-    for c in range(C):
-        m = cfg == c
-        if m.any():
-            out["lc_win_rate"][c] = special.expit(theta[c])
-            out["raw_win_rate"][c] = s[m].mean()
-            out["phi"][c] = phi[c]
+        r = rows[c]
+        if r.size == 0:
+            continue
+        _, slot[r] = np.unique(sid[r], return_inverse=True)
+        out["n_seeds"][c] = int(slot[r].max()) + 1
+        sd = d[r].std(ddof=1) if r.size > 1 else 0.0
+        # equal lengths everywhere: the length term is identically 0 (phi -> 0 by the ridge)
+        z[r] = np.tanh(d[r] / sd) if sd > 0 else 0.0
+        th, ph = _fit_lc_glm(s[r], z[r], np.ones((1, r.size)), l2)
+        theta[c], phi[c] = th[0], ph[0]
+        out["lc_win_rate"][c] = special.expit(th[0])
+        out["raw_win_rate"][c] = s[r].mean()
+        out["phi"][c] = ph[0]
     B = int(n_resamples)
     for S in np.unique(out["n_seeds"][out["n"] > 0]):
+        S = int(S)
         cs = np.flatnonzero((out["n_seeds"] == S) & (out["n"] > 0))
-        boot = np.empty((B, cs.size, 2))
+        K = cs.size
+        boot = np.empty((B, K, 2))
         rng = np.random.default_rng(seed)
-        rows = [np.flatnonzero(cfg == c) for c in cs]
         if method == "refit":
-            per = 8 * max(r.size for r in rows)
+            per = 8 * max(rows[c].size for c in cs)
             for start, b in _chunks(B, per):
-                sidx = rng.integers(0, S, size=(b, S)) if S > 1 else None
+                mult = _counts(rng.integers(0, S, size=(b, S)), S) if S > 1 else np.ones((b, 1))
                 W = _counts(rng.integers(0, I, size=(b, I)), I)  # [b, I] item multiplicities
-                mult = _counts(sidx, S) if S > 1 else np.ones((b, 1))
-                for k, (c, r) in enumerate(zip(cs, rows)):
-                    w = mult[:, slot[r]] * W[:, item[r]]  # [b, n_c]
+                for k, c in enumerate(cs):
+                    r = rows[c]
+                    w = mult[:, slot[r]] * W[:, item[r]]  # [b, n_c] row weights
                     th, _ = _fit_lc_glm(s[r], z[r], w, l2, theta0=theta[c], phi0=phi[c])
                     boot[start:start + b, k, 0] = special.expit(th)
                     boot[start:start + b, k, 1] = (w @ s[r]) / w.sum(axis=1)
         else:
-            # per (seed slot, item) cell sums at the full-sample fit: [1, s, r, r z, h, h z, h z^2]
+            # per (item, config, seed slot) cell sums at the full-sample fit:
+            # [1, s, r, r z, h, h z, h z^2] with r = p - s, h = p (1 - p)
             F = 7
-            T = np.zeros((I, cs.size, S, F))
-            for k, (c, r) in enumerate(zip(cs, rows)):
-                zz = z[r]
-                p = special.expit(theta[c] + phi[c] * zz)
-                res = p - s[r]
-                h = p * (1.0 - p)
-                feats = np.stack([np.ones_like(zz), s[r], res, res * zz, h, h * zz, h * zz * zz], axis=1)
-                np.add.at(T, (item[r], k, slot[r]), feats)
-            V = T.reshape(I, -1)
-            for start, b in _chunks(B, max(I, cs.size * S * F)):
-                sidx = rng.integers(0, S, size=(b, S)) if S > 1 else None
+            rr = np.concatenate([rows[c] for c in cs])
+            kk = np.repeat(np.arange(K), [rows[c].size for c in cs])
+            zz, ss = z[rr], s[rr]
+            p = special.expit(theta[cs][kk] + phi[cs][kk] * zz)
+            res, h = p - ss, p * (1.0 - p)
+            feats = (np.ones_like(zz), ss, res, res * zz, h, h * zz, h * zz * zz)
+            cell = (item[rr] * K + kk) * S + slot[rr]
+            V = np.stack([np.bincount(cell, weights=f, minlength=I * K * S) for f in feats], axis=1)
+            V = V.reshape(I, K * S * F)
+            th0, ph0 = theta[cs][None, :], phi[cs][None, :]
+            for start, b in _chunks(B, max(I, K * S * F)):
+                mult = _counts(rng.integers(0, S, size=(b, S)), S) if S > 1 else np.ones((b, 1))
                 W = _counts(rng.integers(0, I, size=(b, I)), I)
-                mult = _counts(sidx, S) if S > 1 else np.ones((b, 1))
-                U = np.einsum("bksf,bs->bkf", (W @ V).reshape(b, cs.size, S, F), mult)
+                U = np.einsum("bksf,bs->bkf", (W @ V).reshape(b, K, S, F), mult)
                 n_w, s_w, g0, g1, h00, h01, h11 = (U[..., f] for f in range(F))
-                th0, ph0 = theta[cs][None, :], phi[cs][None, :]
                 g0 = g0 + l2 * th0
                 g1 = g1 + l2 * ph0
                 h00 = h00 + l2
                 h11 = h11 + l2
-                det = h00 * h11 - h01 * h01
-                d0 = (h11 * g0 - h01 * g1) / det
+                d0 = (h11 * g0 - h01 * g1) / (h00 * h11 - h01 * h01)
                 boot[start:start + b, :, 0] = special.expit(th0 - d0)
                 boot[start:start + b, :, 1] = s_w / n_w
         lo, hi = _percentile_interval(boot, alpha)

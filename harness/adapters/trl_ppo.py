@@ -1,0 +1,142 @@
+"""PPO through TRL 1.12.0's ``trl.experimental.ppo.PPOTrainer``. The only code that knows its API.
+
+``trl.experimental`` may change without notice (PPO is gone from trl 1.13 on): a change, or a swap
+to another PPO backend, touches this file only. The contract with the algorithms is
+:func:`train_ppo`: a policy, a value model, a reward (a sequence-classification model, or a Python
+function of token ids for a gold reward), prompts as token ids, and plain settings in; the policy
+trained in place. The trainer's per-update logs go to ``ctx.log`` through the callbacks the caller
+passes (:func:`harness.adapters.make_log_bridge`).
+
+What TRL does with these (trl 1.12.0, verified in /tmp/trl_notes.md §3): each update samples one
+response per prompt for ``batch_size`` prompts at ``temperature`` (top-k 0, top-p 1), stops at EOS
+(``stop_token="eos"``), scores prompt + response with the reward model at the last response token,
+adds the per-token penalty −kl_coef·KL(π‖π_ref) (estimator ``kl_estimator``, at the same
+temperature), and runs ``num_ppo_epochs`` × ``num_mini_batches`` clipped policy + value updates.
+The tokenizer must pad with a token distinct from EOS (see :mod:`harness.adapters`).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from harness.adapters import quiet_trl
+
+# TRL's per-update log keys -> the harness's canonical training-log names
+CANONICAL = {"reward": "objective/scores", "kl": "objective/kl", "entropy": "objective/entropy",
+             "clip_fraction": "policy/clipfrac_avg", "token_entropy": "policy/entropy_avg",
+             "policy_loss": "loss/policy_avg", "value_loss": "loss/value_avg", "approx_kl": "policy/approxkl_avg",
+             "rlhf_reward": "objective/rlhf_reward", "lr": "lr"}
+NAN_KEYS = ["loss/policy_avg", "loss/value_avg", "objective/scores", "objective/kl"]
+KL_KEY = "objective/kl"
+
+
+class FunctionReward:
+    """Marker for a reward given as a Python function ``fn(prompt_ids_rows, response_ids_rows) -> floats``
+    over token ids (prompt without padding; response up to and including its EOS, no padding)."""
+
+    def __init__(self, fn: Callable[[list[list[int]], list[list[int]]], Sequence[float]]):
+        self.fn = fn
+
+
+def _function_reward_module(fn, pad_id: int):
+    import torch
+
+    class _FunctionRewardModule(torch.nn.Module):
+        # The trainer only moves it (.to), disables its dropout, and hands it to get_reward.
+        prefbench_function_reward = True
+
+        def rewards(self, query_responses, context_length: int):
+            q = query_responses[:, :context_length]
+            r = query_responses[:, context_length:]
+            prompts = [row[row != pad_id].tolist() for row in q]
+            responses = []
+            for row in r.tolist():
+                responses.append(row[:row.index(pad_id)] if pad_id in row else row)
+            return torch.as_tensor(list(fn(prompts, responses)), dtype=torch.float32, device=query_responses.device)
+
+    return _FunctionRewardModule()
+
+
+@contextlib.contextmanager
+def _reward_dispatch(ppo_module):
+    """Route TRL's ``get_reward`` for a function reward to the function (TRL calls the reward model
+    through its backbone and score head, so a Python reward needs this hook; it is the only way to
+    know where the prompt ends). Restored on exit."""
+    original = ppo_module.get_reward
+
+    def get_reward(model, query_responses, pad_token_id, context_length):
+        if getattr(model, "prefbench_function_reward", False):
+            return None, model.rewards(query_responses, context_length), None
+        return original(model, query_responses, pad_token_id, context_length)
+
+    ppo_module.get_reward = get_reward
+    try:
+        yield
+    finally:
+        ppo_module.get_reward = original
+
+
+def train_ppo(policy, value_model, reward: Any, tokenizer, prompts: Sequence[Sequence[int]], *,
+              settings: dict, seed: int, workdir: Path, callbacks: list) -> dict:
+    """Optimise ``policy`` in place with PPO. ``reward``: a sequence-classification model (num_labels
+    1) or a :class:`FunctionReward`. ``settings``: lr, kl_coef, kl_estimator, total_episodes,
+    batch_size, num_mini_batches, ppo_epochs, response_length, temperature, cliprange, vf_coef,
+    cliprange_value, gamma, lam, whiten_rewards, missing_eos_penalty. Returns run facts (number of
+    updates, optimizer steps, episodes)."""
+    quiet_trl()
+    from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from transformers.utils import logging as hf_logging
+
+    import trl.experimental.ppo.ppo_trainer as ppo_module
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    s = settings
+    out = Path(workdir) / "trl_ppo"
+    ref = copy.deepcopy(policy).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    if isinstance(reward, FunctionReward):
+        reward_module = _function_reward_module(reward.fn, tokenizer.pad_token_id)
+    else:
+        reward_module = reward
+    args = PPOConfig(
+        output_dir=str(out), use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+        per_device_train_batch_size=s["batch_size"], gradient_accumulation_steps=1,
+        num_mini_batches=s["num_mini_batches"], num_ppo_epochs=s["ppo_epochs"],
+        total_episodes=s["total_episodes"], response_length=s["response_length"],
+        local_rollout_forward_batch_size=s["batch_size"], stop_token="eos",
+        missing_eos_penalty=s.get("missing_eos_penalty"), kl_coef=s["kl_coef"], kl_estimator=s["kl_estimator"],
+        cliprange=s["cliprange"], vf_coef=s["vf_coef"], cliprange_value=s["cliprange_value"],
+        gamma=s["gamma"], lam=s["lam"], whiten_rewards=s["whiten_rewards"], temperature=s["temperature"],
+        learning_rate=s["lr"], weight_decay=0.0, num_sample_generations=0, save_strategy="no",
+        logging_steps=1, seed=seed, data_seed=seed, report_to="none", disable_tqdm=True)
+    ds = Dataset.from_dict({"input_ids": [list(map(int, p)) for p in prompts]})
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # per-update "generation_config + generation arguments" notices
+    try:
+        trainer = PPOTrainer(args=args, processing_class=tokenizer, model=policy, ref_model=ref,
+                             reward_model=reward_module, value_model=value_model, train_dataset=ds,
+                             callbacks=callbacks)
+        # trl 1.12 + transformers 5.19: PPOTrainer never runs Trainer.__init__, and saving needs this
+        trainer.is_distributed_loading_by_transformers = False
+        for cb in (PrinterCallback, ProgressCallback):
+            trainer.remove_callback(cb)
+        facts = {"updates": int(args.num_total_batches), "episodes": int(args.num_total_batches * args.batch_size),
+                 "optimizer_steps": int(args.num_total_batches * s["ppo_epochs"] * s["num_mini_batches"]),
+                 "trl_backend": "trl.experimental.ppo.PPOTrainer"}
+        with _reward_dispatch(ppo_module):
+            trainer.train()
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        shutil.rmtree(out, ignore_errors=True)
+    policy.eval()
+    return facts
+
+
+def num_updates(total_episodes: int, batch_size: int) -> int:
+    """PPO updates TRL will run: ceil(total_episodes / batch_size) (it may run past total_episodes)."""
+    return -(-int(total_episodes) // int(batch_size))
