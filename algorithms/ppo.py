@@ -25,7 +25,7 @@ from harness.reward_model import RewardModelFields
 
 @dataclass
 class PPOCommonConfig:
-    lr: float = hp(2e-5, "policy and value-head learning rate (AdamW, linear decay to 0)", gt=0)
+    lr: float = hp(1e-4, "policy and value-head learning rate (AdamW, linear decay to 0)", gt=0)
     kl_coef: float = hp(0.05, "KL coefficient β: each token's reward is −β·KL(π‖π_ref)", ge=0)
     kl_estimator: Literal["k1", "k3"] = hp("k1", "per-token KL estimate in the penalty (k1 = log π − log π_ref)")
     total_episodes: int = hp(512, "rollouts over training (prompts, one response each); rounded up to batches", ge=1)
@@ -51,7 +51,7 @@ class PPOCommonConfig:
 
 
 @dataclass
-class PPOConfig(PPOCommonConfig, RewardModelFields):
+class PPOConfig(RewardModelFields, PPOCommonConfig):
     value_init: Literal["reward_model", "reference"] = hp(
         "reward_model", "value network: a copy of the reward model, or π_SFT's body with a new head")
 
@@ -94,25 +94,17 @@ def gold_reward_fn(ctx, prompt_text: dict[tuple, str]):
 
 
 def value_from_reference(ctx, tokenizer):
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
     from harness import seeds
-    from harness.adapters import extend_vocab
+    from harness.reward_model import classifier_from_reference
 
-    torch.manual_seed(seeds.derive(ctx.seed, "value-init"))
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(ctx.art.reference_dir), num_labels=1, dtype=torch.float32, use_safetensors=True,
-        trust_remote_code=ctx.art.suite.policy.trust_remote_code)
-    extend_vocab(model, tokenizer)
-    return model
+    return classifier_from_reference(ctx.art, tokenizer, seeds.derive(ctx.seed, "value-init"))
 
 
 def run_ppo(algo: Algorithm, ctx, reward, value_model, tokenizer):
     """Shared by ``ppo`` and ``ppo-gt``: PPO from π_ref, returned with the suite vocabulary."""
     from harness import seeds
     from harness.adapters import checkpoint_hook, extend_vocab, make_log_bridge, shrink_vocab
-    from harness.adapters.trl_ppo import CANONICAL, KL_KEY, NAN_KEYS, num_updates, train_ppo
+    from harness.adapters.trl_ppo import CANONICAL, NAN_KEYS, num_updates, train_ppo
     from harness.models import neutral_generation_config
 
     cfg = algo.config
@@ -126,18 +118,17 @@ def run_ppo(algo: Algorithm, ctx, reward, value_model, tokenizer):
     policy = ctx.init_policy()
     extend_vocab(policy, tokenizer)
     total = num_updates(cfg.total_episodes, cfg.batch_size)
-    bridge = make_log_bridge(ctx, CANONICAL, {"nan_keys": NAN_KEYS, "kl_key": KL_KEY, "max_kl": cfg.max_kl},
+    bridge = make_log_bridge(ctx, CANONICAL, {"nan_keys": NAN_KEYS, "max_kl": cfg.max_kl},
                              on_step=checkpoint_hook(ctx, total, lambda: policy, ctx.tokenizer), total_steps=total,
                              desc=f"{algo.name} seed {ctx.seed}")
     try:
         facts = train_ppo(policy, value_model, reward, tokenizer, prompts, settings=settings,
                           seed=seeds.derive(ctx.seed, algo.name), workdir=ctx.run_dir, callbacks=[bridge])
     finally:
-        if bridge.bar is not None:
-            bridge.bar.close()
+        bridge.close()
     shrink_vocab(policy, ctx.tokenizer)
     neutral_generation_config(policy)
-    ctx.record(ppo_updates=facts["updates"], ppo_episodes=facts["episodes"],
+    ctx.record(train_steps=facts["updates"], ppo_updates=facts["updates"], ppo_episodes=facts["episodes"],
                ppo_optimizer_steps=facts["optimizer_steps"], ppo_backend=facts["trl_backend"],
                train_prompts=len(prompts))
     return policy

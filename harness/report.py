@@ -17,9 +17,10 @@ from harness import stats
 from harness.hashing import canonical_json
 from harness.results import ResultsStore, read_json
 
-COLUMNS = ["suite", "algorithm", "variant", "hyperparameters", "n_seeds", "n_failed", "gold_reward", "gold_reward_std",
+COLUMNS = ["suite", "algorithm", "variant", "hyperparameters", "n_seeds", "n_failed", "n_diverged", "gold_reward",
+           "gold_reward_std",
            "win_rate", "win_rate_ci_low", "win_rate_ci_high", "kl", "kl_k1", "kl_k3", "kl_per_token", "length",
-           "truncation_rate", "distinct_2", "n_prompts"]
+           "truncation_rate", "distinct_2", "n_prompts", "versions"]
 
 
 def load_runs(root: Path | str, suite: str | None = None, run_ids: set[str] | None = None) -> pd.DataFrame:
@@ -33,7 +34,7 @@ def load_runs(root: Path | str, suite: str | None = None, run_ids: set[str] | No
                      "algorithm": m["algorithm"], "variant": m.get("variant", m["algorithm"]),
                      "hp_json": canonical_json(m.get("hyperparameters", {})),
                      "hyperparameters": m.get("hyperparameters", {}), "seed": m["seed"], "status": m["status"],
-                     "path": str(path), **{k: v for k, v in (m.get("metrics") or {}).items()
+                     "library_versions": m.get("library_versions") or {}, "path": str(path), **{k: v for k, v in (m.get("metrics") or {}).items()
                                            if not isinstance(v, (list, dict))}})
     return pd.DataFrame(rows)
 
@@ -65,12 +66,23 @@ def summary_table(runs: pd.DataFrame, n_resamples: int = 10000, seed: int = 0) -
     if runs.empty:
         return pd.DataFrame(columns=COLUMNS)
     keys = varying_hyperparameters(runs)
+    versions = runs.library_versions if "library_versions" in runs else pd.Series([{}] * len(runs), index=runs.index)
+    common = {}  # per suite, the most frequent version of every package
+    for suite, g in runs.groupby("suite"):
+        vs = versions[g.index].tolist()
+        common[suite] = {k: pd.Series([v.get(k) for v in vs]).mode(dropna=False).iloc[0]
+                         for k in sorted({k for v in vs for k in v})}
     rows = []
     for (suite, algo, variant, hp_json), g in runs.groupby(["suite", "algorithm", "variant", "hp_json"], sort=False):
         ok = g[g.status == "ok"]
+        differ = sorted({k for v in versions[g.index] for k in set(v) | set(common[suite])
+                         if v.get(k) != common[suite].get(k)})
         row = {"suite": suite, "algorithm": algo, "variant": variant,
                "hyperparameters": _label(json.loads(hp_json), keys.get(algo, [])),
-               "n_seeds": int(len(ok)), "n_failed": int(len(g) - len(ok))}
+               "n_seeds": int(len(ok)), "n_failed": int(len(g) - len(ok)),
+               "n_diverged": int((g.status == "diverged").sum()),
+               # runs made with library versions other than the suite's usual ones: comparisons are flagged
+               "versions": ("⚠ " + ", ".join(differ)) if differ else ""}
         if len(ok):
             for col in ("gold_reward", "kl", "kl_k1", "kl_k3", "kl_per_token", "length", "truncation_rate",
                         "distinct_2", "n_prompts"):
@@ -94,22 +106,32 @@ def _fmt(v, digits=3) -> str:
 
 
 DISPLAY = [("suite", "suite"), ("algorithm", "algorithm"), ("variant", "variant"), ("hyperparameters", "hyperparameters"),
-           ("n_seeds", "seeds"), ("gold_reward", "gold reward"), ("win_rate", "win rate vs π_SFT"),
+           ("n_seeds", "seeds"), ("not_ok", "not ok (diverged)"), ("gold_reward", "gold reward"), ("win_rate", "win rate vs π_SFT"),
            ("win_ci", "95% CI"), ("kl", "KL (nats)"), ("kl_k1", "KL k1"), ("kl_k3", "KL k3"),
            ("length", "length"), ("truncation_rate", "truncated"), ("distinct_2", "distinct-2")]
 
 
+def _display(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """DISPLAY, plus a library-versions column when some row's runs used other versions than the rest."""
+    flagged = "versions" in table and table.versions.fillna("").astype(str).str.len().gt(0).any()
+    return DISPLAY + [("versions", "library versions differ")] if flagged else DISPLAY
+
+
 def _display_rows(table: pd.DataFrame) -> list[list[str]]:
     out = []
+    display = _display(table)
     for _, r in table.iterrows():
         ci = "–" if pd.isna(r.win_rate_ci_low) else f"[{r.win_rate_ci_low:.3f}, {r.win_rate_ci_high:.3f}]"
-        vals = {**r.to_dict(), "win_ci": ci}
-        out.append([_fmt(vals[k], 1 if k == "length" else 3) for k, _ in DISPLAY])
+        not_ok = "–" if pd.isna(r.n_failed) else f"{int(r.n_failed)} ({int(r.n_diverged)})"
+        vals = {**r.to_dict(), "win_ci": ci, "not_ok": not_ok}
+        if not isinstance(vals.get("versions"), str):
+            vals["versions"] = ""
+        out.append([_fmt(vals[k], 1 if k == "length" else 3) for k, _ in display])
     return out
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    head = [h for _, h in DISPLAY]
+    head = [h for _, h in _display(table)]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in _display_rows(table)]
     return "\n".join(lines) + "\n"
@@ -117,13 +139,13 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 def _latex_escape(s: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"),
-                 ("π", r"$\pi$"), ("–", "--")):
+                 ("π", r"$\pi$"), ("–", "--"), ("⚠", "(!)")):
         s = s.replace(a, b)
     return s
 
 
 def to_latex(table: pd.DataFrame) -> str:
-    head = [_latex_escape(h) for _, h in DISPLAY]
+    head = [_latex_escape(h) for _, h in _display(table)]
     lines = [r"\begin{tabular}{" + "l" * 4 + "r" * (len(head) - 4) + "}", r"\toprule", " & ".join(head) + r" \\",
              r"\midrule"]
     lines += [" & ".join(_latex_escape(c) for c in r) + r" \\" for r in _display_rows(table)]

@@ -30,8 +30,8 @@ RM_FORMAT = 1  # bump when the build changes what a cached reward model holds
 class RewardModelFields:
     """Reward-model hyperparameters, shared by every algorithm that uses the learned reward model
     (equal values -> the same cached model)."""
-    rm_lr: float = hp(1e-4, "reward model: peak learning rate (AdamW, linear decay)", gt=0)
-    rm_epochs: float = hp(2.0, "reward model: passes over the training pairs", gt=0)
+    rm_lr: float = hp(1e-3, "reward model: peak learning rate (AdamW, linear decay)", gt=0)
+    rm_epochs: float = hp(1.0, "reward model: passes over the training pairs", gt=0)
     rm_batch_size: int = hp(32, "reward model: preference pairs per step", ge=1)
     rm_normalize: bool = hp(True, "reward model: scale its output to std 1 over the training responses")
 
@@ -89,7 +89,7 @@ _LOADED: dict[str, RewardModel] = {}
 def reward_model_key(art, seed: int, settings: dict) -> dict:
     from harness.hashing import content_hash
 
-    return {"format": RM_FORMAT, "reference": art.reference_hash, "pairs": content_hash(art.pairs_key),
+    return {"rm_format": RM_FORMAT, "reference": art.reference_hash, "pairs": content_hash(art.pairs_key),
             "max_length": art.suite.policy.max_length, "seed": int(seed), "rm": dict(settings)}
 
 
@@ -119,32 +119,45 @@ def load_reward_model(path: Path, trust_remote_code: bool = False) -> RewardMode
     return RewardModel(path, model, tok, json.loads((path / "info.json").read_text()))
 
 
+def classifier_from_reference(art, tokenizer, seed: int):
+    """A sequence-classification model (one output) with π_SFT's body and a new, seeded head, in the
+    trainer vocabulary of ``tokenizer`` (see :mod:`harness.adapters`). Reward and value models."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from harness.adapters import extend_vocab, quiet_transformers
+
+    torch.manual_seed(seed)
+    with quiet_transformers():  # "score.weight newly initialised" is the point
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(art.reference_dir), num_labels=1, dtype=torch.float32, use_safetensors=True,
+            trust_remote_code=art.suite.policy.trust_remote_code)
+    extend_vocab(model, tokenizer)
+    return model
+
+
 def _build(art, seed: int, s: dict, out: Path) -> None:
     import time
 
     import numpy as np
     import pandas as pd
     import torch
-    from transformers import AutoModelForSequenceClassification
 
     from harness import seeds
-    from harness.adapters import extend_vocab, trainer_tokenizer
+    from harness.adapters import quiet_transformers, trainer_tokenizer
     from harness.adapters.trl_reward import train_reward_model, trl_version
 
     t0 = time.time()
     tok = trainer_tokenizer(art.tokenizer, padding_side="right")
-    torch.manual_seed(seeds.derive(seed, "reward-model-init"))
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(art.reference_dir), num_labels=1, dtype=torch.float32, use_safetensors=True,
-        trust_remote_code=art.suite.policy.trust_remote_code)
-    extend_vocab(model, tok)
+    model = classifier_from_reference(art, tok, seeds.derive(seed, "reward-model-init"))
     pairs = art.pairs
     train, valid = pairs[pairs.split == "train"], pairs[pairs.split == "valid"]
     P, C, R = ([list(x) for x in train[c]] for c in ("prompt_ids", "chosen_ids", "rejected_ids"))
-    logs = train_reward_model(model, tok, [p + c for p, c in zip(P, C)], [p + r for p, r in zip(P, R)],
-                              lr=s["lr"], epochs=s["epochs"], batch_size=s["batch_size"],
-                              max_length=art.suite.policy.max_length, seed=seeds.derive(seed, "reward-model"),
-                              workdir=out)
+    with quiet_transformers():
+        logs = train_reward_model(model, tok, [p + c for p, c in zip(P, C)], [p + r for p, r in zip(P, R)],
+                                  lr=s["lr"], epochs=s["epochs"], batch_size=s["batch_size"],
+                                  max_length=art.suite.policy.max_length, seed=seeds.derive(seed, "reward-model"),
+                                  workdir=out)
     rm = RewardModel(out, model, tok, {})
     train_c, train_r = rm.score(P, C), rm.score(P, R)
     std = float(np.concatenate([train_c, train_r]).std())

@@ -208,6 +208,7 @@ class TrainContext:
 
         torch.manual_seed(seeds.derive(self.seed, "policy-init"))  # seeds any newly initialised heads
         model = self.art.load_reference()
+        disable_dropout(model)
         model.train()
         return model
 
@@ -231,6 +232,19 @@ class TrainContext:
 
     def close(self) -> None:
         self._log.close()
+
+
+def disable_dropout(model) -> None:
+    """Fine-tuning runs without dropout (as TRL does for DPO): with it, log π_θ in train mode differs
+    from the cached log π_ref even at step 0, which biases implicit rewards and the first gradients."""
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout", "hidden_dropout", "dropout"):
+        if hasattr(model.config, key):
+            setattr(model.config, key, 0.0)
 
 
 def say(msg: str) -> None:

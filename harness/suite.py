@@ -92,8 +92,25 @@ class EvalSpec:
 
 @dataclasses.dataclass
 class JudgeSpec:
-    kind: Literal["vader"] = hp("vader", "gold reward: VADER compound sentiment of the completion, in [-1, 1]")
+    """The suite's judge (harness/judges). ``vader``: the gold reward, VADER compound sentiment in [-1, 1].
+    ``reward_model``: any HF sequence-classification model with one output (local path or hub id).
+    ``llm_pairwise``: a pairwise LLM judge behind any OpenAI-compatible chat endpoint (``vllm serve``,
+    hosted APIs); it compares two completions and has no scalar score, so it judges win rates only."""
+    kind: Literal["vader", "reward_model", "llm_pairwise"] = hp(
+        "vader", "vader (gold reward) | reward_model (HF sequence classifier) | llm_pairwise (OpenAI-compatible chat)")
     target: Literal["completion", "prompt_and_completion"] = hp("completion", "text the judge scores")
+    model: str | None = hp(None, "reward_model: hub id or local path; llm_pairwise: model name at the endpoint")
+    trust_remote_code: bool = hp(False, "reward_model: allow model code from the hub")
+    batch_size: int = hp(32, "reward_model: texts per forward pass", ge=1)
+    max_length: int = hp(512, "reward_model: truncate texts to this many tokens", ge=8)
+    base_url: str | None = hp(None, "llm_pairwise: endpoint root, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str | None = hp("OPENAI_API_KEY", "llm_pairwise: environment variable holding the API key (optional)")
+    prompt_version: str = hp("dpo-c-v1", "llm_pairwise: versioned comparison prompt (harness/judges/llm.py)")
+    temperature: float = hp(0.0, "llm_pairwise: judge sampling temperature", ge=0)
+    max_tokens: int = hp(128, "llm_pairwise: longest judge reply", ge=1)
+    timeout_s: float = hp(60.0, "llm_pairwise: HTTP timeout per request", gt=0)
+    max_retries: int = hp(5, "llm_pairwise: retries on transport errors, HTTP 429 and 5xx (exponential backoff)", ge=0)
+    cache_dir: str | None = hp(None, "llm_pairwise: verdict cache folder (default: <artifact cache>/_judge)")
 
 
 @dataclasses.dataclass

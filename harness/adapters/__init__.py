@@ -24,6 +24,7 @@ scored and compared with π_ref like every other policy.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from typing import Any, Callable
@@ -35,6 +36,29 @@ MASKED_LOGIT = -1e9  # finite: 0 * -inf would make TRL's entropy NaN
 def quiet_trl() -> None:
     """TRL warns on every import of its experimental API; the adapters know it is experimental."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' info/warning chatter (load reports, per-call generation notices) and
+    ``datasets``' progress bars, and send prints to stdout (TRL's banners) to stderr: stdout is the
+    CLI's report table. Everything is restored on exit."""
+    import sys
+
+    from datasets.utils import logging as ds_logging
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = ds_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    ds_logging.disable_progress_bar()
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            ds_logging.enable_progress_bar()
 
 
 def trainer_tokenizer(tokenizer, padding_side: str = "left"):
@@ -61,33 +85,58 @@ def _mask_logit_hook(pad_id: int):
     return hook
 
 
+def _remove_hook(module, hook_id: int) -> None:
+    """Remove a hook by id from ``module`` itself (works on deep copies, unlike the handle)."""
+    for name in ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+                 "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs"):
+        getattr(module, name, {}).pop(hook_id, None)
+
+
 def extend_vocab(model, tokenizer) -> None:
-    """Give ``model`` the trainer tokenizer's extra pad row (zeros) and, for a causal LM, pin the
-    pad's logit to ``MASKED_LOGIT``. Idempotent per model; undone by :func:`shrink_vocab`."""
+    """Give ``model`` a row for the trainer tokenizer's pad (zeros) and, for a causal LM, pin the pad's
+    logit to ``MASKED_LOGIT``. Undone by :func:`shrink_vocab`.
+
+    A model whose embedding matrix is already larger than the tokenizer (hub models pad it to a
+    multiple of 64 or so) keeps its size: the pad id then names one of the unused rows, whose logit
+    is masked (it loses the tiny probability an untrained row had; nothing else changes)."""
     import torch
 
-    n = len(tokenizer)
+    rows = model.get_input_embeddings().weight.shape[0]
+    if getattr(model, "_prefbench_vocab_size", None) is None:
+        model._prefbench_vocab_size = rows
     pad = tokenizer.pad_token_id
-    model.resize_token_embeddings(n, mean_resizing=False)
-    with torch.no_grad():
-        model.get_input_embeddings().weight[pad:].zero_()
+    if len(tokenizer) > rows:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-        if out is not None and out.weight.shape[0] == n:
-            out.weight[pad:].zero_()
+        with torch.no_grad():
+            model.get_input_embeddings().weight[rows:].zero_()
+            if out is not None and out.weight.shape[0] == len(tokenizer):
+                out.weight[rows:].zero_()
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     model.config.pad_token_id = pad
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.pad_token_id = pad
-    if out is not None and not hasattr(model, "_prefbench_pad_hook"):
-        model._prefbench_pad_hook = out.register_forward_hook(_mask_logit_hook(pad))
+    if out is not None and getattr(model, "_prefbench_pad_hook", None) is None:
+        model._prefbench_pad_hook = out.register_forward_hook(_mask_logit_hook(pad)).id
 
 
 def shrink_vocab(model, suite_tokenizer) -> None:
-    """Undo :func:`extend_vocab`: drop the pad row and hook; the suite's pad id and vocabulary again."""
-    handle = getattr(model, "_prefbench_pad_hook", None)
-    if handle is not None:
-        handle.remove()
-        del model._prefbench_pad_hook
-    model.resize_token_embeddings(len(suite_tokenizer), mean_resizing=False)
+    """Undo :func:`extend_vocab` (and :func:`positions_from_attention_mask`): drop the pad row and the
+    hooks; the model's own vocabulary size and the suite's pad id again. Works on a deep copy of a
+    trainer-side model, and on a model that was never extended (then only hooks go)."""
+    hook_id = getattr(model, "_prefbench_pad_hook", None)
+    if hook_id is not None:
+        _remove_hook(model.get_output_embeddings(), hook_id)
+        model._prefbench_pad_hook = None
+    pos_id = getattr(model, "_prefbench_position_hook", None)
+    if pos_id is not None:
+        _remove_hook(model, pos_id)
+        model._prefbench_position_hook = None
+    rows = getattr(model, "_prefbench_vocab_size", None)
+    if rows is not None:
+        if model.get_input_embeddings().weight.shape[0] != rows:
+            model.resize_token_embeddings(rows, mean_resizing=False)
+        model._prefbench_vocab_size = None
     model.config.pad_token_id = suite_tokenizer.pad_token_id
     gc = getattr(model, "generation_config", None)
     if gc is not None:
@@ -112,7 +161,7 @@ def positions_from_attention_mask(model) -> Any:
     so a sequence always starts at position 0. TRL's RLOO/GRPO forward passes give no position ids,
     and GPT-2 then counts from the left edge of the padded batch: a left-padded prompt would be
     trained at other positions than it was sampled at. This pre-hook fills the missing ids the way
-    ``generate`` does. Returns the hook handle."""
+    ``generate`` does. Removed again by :func:`shrink_vocab`."""
 
     def hook(module, args, kwargs):
         if kwargs.get("position_ids") is not None or kwargs.get("past_key_values") is not None:
@@ -126,7 +175,8 @@ def positions_from_attention_mask(model) -> Any:
         kwargs["position_ids"] = pos.masked_fill(mask == 0, 0)
         return args, kwargs
 
-    return model.register_forward_pre_hook(hook, with_kwargs=True)
+    if getattr(model, "_prefbench_position_hook", None) is None:
+        model._prefbench_position_hook = model.register_forward_pre_hook(hook, with_kwargs=True).id
 
 
 # ---------------------------------------------------------------------------------------- logging
@@ -134,17 +184,18 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def make_log_bridge(ctx, canonical: dict[str, str], guards: dict[str, Any], on_step: Callable | None = None,
+def make_log_bridge(ctx, canonical: dict[str, Any], guards: dict[str, Any], on_step: Callable | None = None,
                     total_steps: int | None = None, desc: str = "training"):
     """A ``TrainerCallback`` that forwards every TRL log to ``ctx.log(step, ...)`` and ends a run
     that left the region where its numbers mean anything.
 
-    ``canonical`` maps our names to TRL's keys (``{"reward": "objective/scores", ...}``): each step
-    logs the canonical names (for the stability analysis) and every raw key prefixed ``trl/``.
-    ``guards``: ``nan_keys`` (a NaN/inf there is divergence), ``kl_key`` and ``max_kl`` (TRL's own
-    training KL above the bound is divergence; a training signal only, never a result).
-    ``on_step(step, total)`` runs after every optimizer update (e.g. :func:`checkpoint_hook`).
-    It also draws the harness progress bar (TRL's own printer callbacks are removed by the adapters).
+    ``canonical`` maps the harness's training-log names to a TRL key, or to a function of TRL's log
+    dict (``{"reward": "objective/scores", ...}``): each step logs the canonical names (for the
+    stability analysis) and every raw numeric key prefixed ``trl/``.
+    ``guards``: ``nan_keys`` (TRL keys; NaN/inf there is divergence) and ``max_kl`` (the canonical
+    ``kl``, TRL's own training KL in nats per sequence, above the bound is divergence; a training
+    signal only, never a result). ``on_step(step, total)`` runs after every optimizer update (e.g.
+    :func:`checkpoint_hook`). It draws the harness progress bar (the adapters remove TRL's printers).
     """
     from transformers import TrainerCallback
 
@@ -152,7 +203,12 @@ def make_log_bridge(ctx, canonical: dict[str, str], guards: dict[str, Any], on_s
     from harness.progress import progress
 
     nan_keys = list(guards.get("nan_keys", []))
-    kl_key, max_kl = guards.get("kl_key"), guards.get("max_kl")
+    max_kl = guards.get("max_kl")
+    first_keys = [k for k in canonical.values() if isinstance(k, str)]
+
+    def value(logs, key):
+        v = key(logs) if callable(key) else logs.get(key)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
     class LogBridge(TrainerCallback):
         def __init__(self):
@@ -162,17 +218,22 @@ def make_log_bridge(ctx, canonical: dict[str, str], guards: dict[str, Any], on_s
         def on_train_begin(self, args, state, control, **kw):
             self.bar = progress(total=total_steps, desc=desc, unit="step")
 
-        def on_train_end(self, args, state, control, **kw):
+        def close(self):
             if self.bar is not None:
                 self.bar.close()
+                self.bar = None
+
+        def on_train_end(self, args, state, control, **kw):
+            self.close()
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = dict(logs or {})
-            if not any(k in logs for k in canonical.values()):
+            if not any(k in logs for k in first_keys):
                 return  # the end-of-training summary (train_runtime, ...), not a step
             step = int(state.global_step)
-            row = {name: float(logs[key]) for name, key in canonical.items() if key in logs}
-            row.update({f"trl/{k}": float(v) for k, v in logs.items() if isinstance(v, (int, float))})
+            row = {name: v for name, key in canonical.items() if (v := value(logs, key)) is not None}
+            row.update({f"trl/{k}": float(v) for k, v in logs.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
             self.history.append({"step": step, **row})
             ctx.log(step, **row)
             if self.bar is not None and "reward" in row:
@@ -180,10 +241,9 @@ def make_log_bridge(ctx, canonical: dict[str, str], guards: dict[str, Any], on_s
             for key in nan_keys:
                 if key in logs and not _finite(logs[key]):
                     raise Diverged(step, f"non-finite {key} ({logs[key]})")
-            if kl_key in logs and max_kl is not None:
-                v = logs[kl_key]
-                if not _finite(v) or v > max_kl:
-                    raise Diverged(step, f"training KL {kl_key}={v:.4g} above the bound {max_kl:g} nats")
+            kl = row.get("kl")
+            if max_kl is not None and "kl" in row and not (_finite(kl) and kl <= max_kl):
+                raise Diverged(step, f"training KL {kl:.4g} nats/sequence (TRL's estimate) above the bound {max_kl:g}")
 
         def on_step_end(self, args, state, control, **kw):
             if self.bar is not None:

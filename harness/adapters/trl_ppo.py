@@ -22,15 +22,16 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from harness.adapters import quiet_trl
+from harness.adapters import quiet_transformers, quiet_trl
 
-# TRL's per-update log keys -> the harness's canonical training-log names
-CANONICAL = {"reward": "objective/scores", "kl": "objective/kl", "entropy": "objective/entropy",
-             "clip_fraction": "policy/clipfrac_avg", "token_entropy": "policy/entropy_avg",
+# TRL's per-update log keys -> the harness's canonical training-log names. Units match the online
+# trainers': kl in nats per sequence (TRL's estimator at the rollout temperature), entropy in nats
+# per token (full-distribution entropy), clip_fraction the fraction of clipped token ratios.
+CANONICAL = {"reward": "objective/scores", "kl": "objective/kl", "entropy": "policy/entropy_avg",
+             "clip_fraction": "policy/clipfrac_avg", "sequence_neg_logp": "objective/entropy",
              "policy_loss": "loss/policy_avg", "value_loss": "loss/value_avg", "approx_kl": "policy/approxkl_avg",
              "rlhf_reward": "objective/rlhf_reward", "lr": "lr"}
 NAN_KEYS = ["loss/policy_avg", "loss/value_avg", "objective/scores", "objective/kl"]
-KL_KEY = "objective/kl"
 
 
 class FunctionReward:
@@ -88,8 +89,8 @@ def train_ppo(policy, value_model, reward: Any, tokenizer, prompts: Sequence[Seq
     updates, optimizer steps, episodes)."""
     quiet_trl()
     from datasets import Dataset
+    from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
-    from transformers.utils import logging as hf_logging
 
     import trl.experimental.ppo.ppo_trainer as ppo_module
     from trl.experimental.ppo import PPOConfig, PPOTrainer
@@ -115,24 +116,25 @@ def train_ppo(policy, value_model, reward: Any, tokenizer, prompts: Sequence[Seq
         learning_rate=s["lr"], weight_decay=0.0, num_sample_generations=0, save_strategy="no",
         logging_steps=1, seed=seed, data_seed=seed, report_to="none", disable_tqdm=True)
     ds = Dataset.from_dict({"input_ids": [list(map(int, p)) for p in prompts]})
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # per-update "generation_config + generation arguments" notices
+    # PPOTrainer never runs Trainer.__init__ (which seeds everything): its mini-batch order comes from
+    # numpy's global RNG, so without this a run would depend on what ran before it in the process
+    set_seed(seed)
     try:
-        trainer = PPOTrainer(args=args, processing_class=tokenizer, model=policy, ref_model=ref,
-                             reward_model=reward_module, value_model=value_model, train_dataset=ds,
-                             callbacks=callbacks)
-        # trl 1.12 + transformers 5.19: PPOTrainer never runs Trainer.__init__, and saving needs this
-        trainer.is_distributed_loading_by_transformers = False
-        for cb in (PrinterCallback, ProgressCallback):
-            trainer.remove_callback(cb)
-        facts = {"updates": int(args.num_total_batches), "episodes": int(args.num_total_batches * args.batch_size),
-                 "optimizer_steps": int(args.num_total_batches * s["ppo_epochs"] * s["num_mini_batches"]),
-                 "trl_backend": "trl.experimental.ppo.PPOTrainer"}
-        with _reward_dispatch(ppo_module):
-            trainer.train()
+        with quiet_transformers():  # per-update "generation_config + generation arguments" notices
+            trainer = PPOTrainer(args=args, processing_class=tokenizer, model=policy, ref_model=ref,
+                                 reward_model=reward_module, value_model=value_model, train_dataset=ds,
+                                 callbacks=callbacks)
+            # trl 1.12 + transformers 5.19: PPOTrainer never runs Trainer.__init__; saving needs this
+            trainer.is_distributed_loading_by_transformers = False
+            for cb in (PrinterCallback, ProgressCallback):
+                trainer.remove_callback(cb)
+            with _reward_dispatch(ppo_module):
+                trainer.train()
     finally:
-        hf_logging.set_verbosity(verbosity)
         shutil.rmtree(out, ignore_errors=True)
+    facts = {"updates": int(args.num_total_batches), "episodes": int(args.num_total_batches * args.batch_size),
+             "optimizer_steps": int(args.num_total_batches * s["ppo_epochs"] * s["num_mini_batches"]),
+             "trl_backend": f"trl {_trl_version()} experimental.ppo.PPOTrainer"}
     policy.eval()
     return facts
 
@@ -140,3 +142,9 @@ def train_ppo(policy, value_model, reward: Any, tokenizer, prompts: Sequence[Seq
 def num_updates(total_episodes: int, batch_size: int) -> int:
     """PPO updates TRL will run: ceil(total_episodes / batch_size) (it may run past total_episodes)."""
     return -(-int(total_episodes) // int(batch_size))
+
+
+def _trl_version() -> str:
+    import trl
+
+    return trl.__version__

@@ -27,6 +27,7 @@ class PolicyHandle:
     tokenizer: Any
     model: Any = None
     path: Path | None = None
+    adapter_path: Path | None = None    # a PEFT adapter folder on top of ``path`` (LoRA-trained policies)
 
 
 @dataclass

