@@ -109,7 +109,12 @@ def cmd_report(args) -> int:
     if args.dir:
         from harness.analysis import build_report
 
-        out = build_report(Path(args.results), args.suite, Path(args.dir))
+        if args.kl_bound <= 0:
+            raise UserError("--kl-bound", str(args.kl_bound), "must be > 0")
+        if args.resamples < 100:
+            raise UserError("--resamples", str(args.resamples), "must be >= 100")
+        out = build_report(Path(args.results), args.suite, Path(args.dir), kl_bound=args.kl_bound,
+                           n_resamples=args.resamples)
         print(f"report written to {out}")
         return 0
     text = render(summary_table(runs), args.format)
@@ -183,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--dir", default=None, metavar="FOLDER",
                     help="write the full report folder instead: tables (md, LaTeX, CSV), plots (PNG, PDF: "
                          "reward-KL frontier, seed stability, sensitivity, training curves) and report.md")
+    rp.add_argument("--kl-bound", type=float, default=50.0, metavar="NATS",
+                    help="failure criterion for --dir: a run whose KL exceeds this counts as failed (default: 50)")
+    rp.add_argument("--resamples", type=int, default=10000, metavar="N",
+                    help="bootstrap resamples for --dir confidence intervals (default: 10000)")
     rp.set_defaults(func=cmd_report)
     return p
 

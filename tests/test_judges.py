@@ -195,7 +195,8 @@ def test_reward_model_judge_scores_in_padded_batches(tmp_path):
     tok = train_bpe_tokenizer(texts, 320)
     torch.manual_seed(0)
     rm = GPT2ForSequenceClassification(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2,
-                                                  n_head=2, num_labels=1, pad_token_id=tok.pad_token_id))
+                                                  n_head=2, num_labels=1, pad_token_id=tok.pad_token_id,
+                                                  bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).eval()
     rm.save_pretrained(tmp_path / "rm")
     tok.save_pretrained(tmp_path / "rm")
     judge = make_judge(JudgeSpec(kind="reward_model", model=str(tmp_path / "rm"), batch_size=3,
