@@ -70,8 +70,9 @@ def parse_args(argv=None):
     p.add_argument("--preset", default="smoke", help="preset (default smoke)")
     p.add_argument("--seed", type=int, default=0, help="run seed: native data order and init (default 0)")
     p.add_argument("--native-dropout", choices=["as-trained", "off"], default="as-trained",
-                   help="as-trained: prefbench's real path (dropout of the model config active in train mode); "
-                        "off: set every Dropout to p=0, as TRL's disable_dropout=True does (default as-trained)")
+                   help="as-trained: the policy exactly as prefbench's TrainContext.init_policy hands it out (the "
+                        "dropout rate in effect is printed); off: also set every Dropout to p=0 on the native side, "
+                        "as TRL's disable_dropout=True does (default as-trained)")
     p.add_argument("--trl-optim", default=None,
                    help="TRL `optim` (default: TRL's default, adamw_torch_fused); e.g. adamw_torch to match the "
                         "native torch.optim.AdamW defaults")
@@ -422,8 +423,12 @@ def main(argv=None) -> int:
     load_end = loadavg()
 
     print("\n-- settings --")
-    print(f"native: algorithms/dpo.py DPO.train -> harness.training.train_loop; torch.optim.AdamW(lr={cfg.lr:g}, "
-          f"weight_decay={cfg.weight_decay:g}, torch defaults: single-tensor loop on CPU), linear warm-up "
+    from harness.training import make_optimizer
+
+    nopt, _ = make_optimizer(torch.nn.Linear(1, 1), cfg, S)  # what train_loop builds, shown on a stand-in
+    print(f"native: algorithms/dpo.py DPO.train -> harness.training.train_loop; {type(nopt).__module__}."
+          f"{type(nopt).__name__}(lr={cfg.lr:g}, weight_decay={cfg.weight_decay:g}, fused={nopt.defaults.get('fused')}, "
+          f"foreach={nopt.defaults.get('foreach')}: None = torch's choice, a per-tensor loop on CPU), linear warm-up "
           f"{cfg.warmup_steps} + decay, clip_grad_norm_ {cfg.max_grad_norm:g}, fp32, dropout "
           f"{native_info['dropout']:g} ({args.native_dropout}), beta {cfg.beta:g}, reference log-probs from the suite "
           f"cache (built once per suite, not timed)")

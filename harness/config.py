@@ -161,9 +161,15 @@ def check_ranges(obj: Any, where: str, prefix: str = "") -> None:
 def parse_scalar(text: str) -> Any:
     """A ``--set`` value as YAML would read it: 0.5 -> float, 3 -> int, true -> bool, abc -> str."""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string; users mean a number
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def describe(cls: type) -> list[dict]:

@@ -20,7 +20,9 @@ from harness.results import ResultsStore, read_json
 COLUMNS = ["suite", "algorithm", "variant", "hyperparameters", "n_seeds", "n_failed", "n_diverged", "gold_reward",
            "gold_reward_std",
            "win_rate", "win_rate_ci_low", "win_rate_ci_high", "kl", "kl_k1", "kl_k3", "kl_per_token", "length",
-           "truncation_rate", "distinct_2", "n_prompts", "versions"]
+           "truncation_rate", "distinct_2", "n_prompts", "kl_upper_bound", "rm_valid_accuracy", "versions"]
+# algorithm-specific facts shown only when some row has them (best-of-n's KL bound, a reward model's accuracy)
+OPTIONAL = [("kl_upper_bound", "KL bound"), ("rm_valid_accuracy", "RM held-out acc.")]
 
 
 def load_runs(root: Path | str, suite: str | None = None, run_ids: set[str] | None = None) -> pd.DataFrame:
@@ -34,8 +36,9 @@ def load_runs(root: Path | str, suite: str | None = None, run_ids: set[str] | No
                      "algorithm": m["algorithm"], "variant": m.get("variant", m["algorithm"]),
                      "hp_json": canonical_json(m.get("hyperparameters", {})),
                      "hyperparameters": m.get("hyperparameters", {}), "seed": m["seed"], "status": m["status"],
-                     "library_versions": m.get("library_versions") or {}, "path": str(path), **{k: v for k, v in (m.get("metrics") or {}).items()
-                                           if not isinstance(v, (list, dict))}})
+                     "library_versions": m.get("library_versions") or {}, "path": str(path),
+                     **{k: v for k, v in (m.get("extra") or {}).items() if not isinstance(v, (list, dict))},
+                     **{k: v for k, v in (m.get("metrics") or {}).items() if not isinstance(v, (list, dict))}})
     return pd.DataFrame(rows)
 
 
@@ -87,6 +90,9 @@ def summary_table(runs: pd.DataFrame, n_resamples: int = 10000, seed: int = 0) -
             for col in ("gold_reward", "kl", "kl_k1", "kl_k3", "kl_per_token", "length", "truncation_rate",
                         "distinct_2", "n_prompts"):
                 row[col] = float(ok[col].mean())
+            for col, _ in OPTIONAL:
+                if col in ok:
+                    row[col] = float(pd.to_numeric(ok[col], errors="coerce").mean())
             row["gold_reward_std"] = float(ok.gold_reward.std(ddof=1)) if len(ok) > 1 else float("nan")
             # the same prompts appear in every seed: resample them jointly (stats.hierarchical_bootstrap)
             hb = stats.hierarchical_bootstrap(win_matrix(ok.path.tolist()), n_resamples=n_resamples, seed=seed,
@@ -114,7 +120,8 @@ DISPLAY = [("suite", "suite"), ("algorithm", "algorithm"), ("variant", "variant"
 def _display(table: pd.DataFrame) -> list[tuple[str, str]]:
     """DISPLAY, plus a library-versions column when some row's runs used other versions than the rest."""
     flagged = "versions" in table and table.versions.fillna("").astype(str).str.len().gt(0).any()
-    return DISPLAY + [("versions", "library versions differ")] if flagged else DISPLAY
+    extra = [(c, h) for c, h in OPTIONAL if c in table and table[c].notna().any()]
+    return DISPLAY + extra + ([("versions", "library versions differ")] if flagged else [])
 
 
 def _display_rows(table: pd.DataFrame) -> list[list[str]]:

@@ -205,8 +205,8 @@ def test_reward_model_judge_scores_in_padded_batches(tmp_path):
     comps = [" was great.", " dull plot and a weak ending", "", " fine"]
     got = judge.score(prompts, comps)
     with torch.no_grad():  # one text at a time, no padding: the batched scores must agree
-        want = [rm(**tok(p + c if c else tok.eos_token, return_tensors="pt")).logits[0, 0].item()
-                if p + c else 0 for p, c in zip(prompts, comps)]
+        want = [rm(**tok(p + c, return_tensors="pt")).logits[0, 0].item() for p, c in zip(prompts, comps)]
+    assert judge.score([""], [""]).shape == (1,)  # an empty text is scored, not an error
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert got.dtype == np.float64 and judge.identity["kind"] == "reward_model"
     scores, info = pairwise_win_scores(judge, prompts, comps, comps[::-1])
@@ -295,17 +295,18 @@ def test_llm_judge_against_real_vllm_serve(vllm_server, tmp_path):
     prompts = ["The film", "This movie", "Honestly,", "The plot"]
     a = [" was a delight.", " dragged on.", " I loved it.", " made no sense."]
     b = [" was dull.", " was wonderful.", " it was fine.", " was clever."]
-    judge = PairwiseLLMJudge("tiny-judge", vllm_server, temperature=1.0, max_tokens=8, cache_dir=tmp_path,
+    judge = PairwiseLLMJudge("tiny-judge", vllm_server, temperature=1.0, max_tokens=16, cache_dir=tmp_path,
                              extra_body={"structured_outputs": {"choice": ["Preferred: A", "Preferred: B"]},
                                          "seed": 0})
     res = judge.compare(prompts, a, b)
     assert res.requests == 8
-    assert res.unparseable == 0 and res.consistent + res.inconsistent == 4
+    assert res.unparseable == 0, res.replies
+    assert res.consistent + res.inconsistent == 4  # a random model: often "A" both times (position bias)
     assert all(v in ((1, 2), (2, 1), (1, 1), (2, 2)) for v in res.verdicts)
     for (v1, v2), s in zip(res.verdicts, res.scores):
         assert s == combine_orders(v1, v2)[0]
     assert 0 <= res.order_consistency_rate <= 1
-    again = PairwiseLLMJudge("tiny-judge", vllm_server, temperature=1.0, max_tokens=8, cache_dir=tmp_path,
+    again = PairwiseLLMJudge("tiny-judge", vllm_server, temperature=1.0, max_tokens=16, cache_dir=tmp_path,
                              extra_body={"structured_outputs": {"choice": ["Preferred: A", "Preferred: B"]},
                                          "seed": 0}).compare(prompts, a, b)
     assert again.requests == 0 and again.verdicts == res.verdicts

@@ -32,7 +32,7 @@ def test_configs_have_defaults_and_validate():
     with pytest.raises(UserError, match="beta: got 0.0, must be > 0"):
         dpo.make_config({"beta": 0.0}, "t")
     with pytest.raises(UserError, match="unknown algorithm.*did you mean 'dpo'"):
-        registry.get("dpp")
+        registry.get("dpoo")
 
 
 def test_every_algorithm_documents_every_hyperparameter():

@@ -155,3 +155,59 @@ def test_greedy_vllm_equals_greedy_hf_on_the_suite_model(vllm_sampler):
         if tok.eos_token_id in ref:
             ref = ref[: ref.index(tok.eos_token_id) + 1]
         assert got == ref
+
+
+def test_lora_adapter_through_vllm_and_merged_fallback(tmp_path):
+    """A PEFT LoRA adapter on a tiny Llama is sampled through vLLM's LoRA support (no merge); on GPT-2,
+    which vLLM cannot serve with LoRA, the sampler merges. Greedy output equals HF's PeftModel both ways."""
+    pytest.importorskip("vllm")
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from harness.sampling.vllm import VLLMSampler
+
+    vocab = {f"w{i}": i for i in range(31)} | {"<|endoftext|>": 31}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                  pad_token="<|endoftext|>")
+    prompts = [[31, 3, 7], [31, 12], [31, 5, 5, 9]]
+    settings = GenerationSettings(12, 0.0, 16)
+    builds = {
+        "llama": (lambda: LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=64, intermediate_size=128,
+                                                      num_hidden_layers=1, num_attention_heads=2,
+                                                      num_key_value_heads=2, max_position_embeddings=64,
+                                                      bos_token_id=31, eos_token_id=31, pad_token_id=31)),
+                  ["q_proj", "v_proj"], True),
+        "gpt2": (lambda: GPT2LMHeadModel(GPT2Config(vocab_size=32, n_positions=64, n_embd=64, n_layer=1, n_head=2,
+                                                    bos_token_id=31, eos_token_id=31, pad_token_id=31)),
+                 ["c_attn"], False),
+    }
+    for arch, (build, targets, native) in builds.items():
+        torch.manual_seed(0)
+        base = build().eval()
+        with torch.no_grad():
+            base.lm_head.weight.mul_(4.0)
+        base.save_pretrained(tmp_path / arch)
+        tok.save_pretrained(tmp_path / arch)
+        peft = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=targets, init_lora_weights=False))
+        peft.save_pretrained(tmp_path / f"{arch}-lora")
+        base = type(base).from_pretrained(tmp_path / arch).eval()
+        tuned = PeftModel.from_pretrained(type(base).from_pretrained(tmp_path / arch), tmp_path / f"{arch}-lora").eval()
+
+        def greedy(model, p):
+            out = model.generate(input_ids=torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                                 do_sample=False, max_new_tokens=12, eos_token_id=31, pad_token_id=31)[0, len(p):].tolist()
+            return out[: out.index(31) + 1] if 31 in out else out
+
+        want = [greedy(tuned, p) for p in prompts]
+        assert want != [greedy(base, p) for p in prompts]  # the adapter changes the policy
+        s = VLLMSampler()
+        try:
+            got = s.sample(PolicyHandle(tok, None, tmp_path / arch, adapter_path=tmp_path / f"{arch}-lora"),
+                           prompts, 1, settings, seed=0)
+        finally:
+            s.close()
+        assert got.info["lora"] is native, arch
+        assert got.token_ids == want, arch

@@ -7,7 +7,7 @@ function of token ids for a gold reward), prompts as token ids, and plain settin
 trained in place. The trainer's per-update logs go to ``ctx.log`` through the callbacks the caller
 passes (:func:`harness.adapters.make_log_bridge`).
 
-What TRL does with these (trl 1.12.0, verified in /tmp/trl_notes.md §3): each update samples one
+What TRL 1.12.0 does with these: each update samples one
 response per prompt for ``batch_size`` prompts at ``temperature`` (top-k 0, top-p 1), stops at EOS
 (``stop_token="eos"``), scores prompt + response with the reward model at the last response token,
 adds the per-token penalty −kl_coef·KL(π‖π_ref) (estimator ``kl_estimator``, at the same

@@ -92,6 +92,7 @@ class PairwiseResult:
     outcomes: list[str]                 # [N] consistent | inconsistent | unparseable | identical
     verdicts: list[tuple]               # [N] (verdict with A first, verdict with B first), 1 | 2 | None
     identity: dict
+    replies: list[tuple] = field(default_factory=list)  # [N] (reply with A first, reply with B first)
     requests: int = 0                   # HTTP requests made by this call (0 on a fully cached re-run)
     cache_hits: int = 0
     counts: dict = field(default_factory=dict)
@@ -281,14 +282,16 @@ class PairwiseLLMJudge:
                 pool.shutdown(wait=True, cancel_futures=True)  # a hard error: send no further requests
                 raise
             pool.shutdown()
-        scores, outcomes, verdicts = np.empty(n), [], []
+        scores, outcomes, verdicts, raw = np.empty(n), [], [], []
         for i, keys in enumerate(pair_keys):
             if keys is None:
                 scores[i], outcome, v = 0.5, "identical", (None, None)
+                raw.append((None, None))
             else:
+                raw.append((replies[keys[0]], replies[keys[1]]))
                 v = (parse_verdict(replies[keys[0]]), parse_verdict(replies[keys[1]]))
                 scores[i], outcome = combine_orders(*v)
             outcomes.append(outcome)
             verdicts.append(v)
-        return PairwiseResult(scores=scores, outcomes=outcomes, verdicts=verdicts, identity=dict(self.identity),
+        return PairwiseResult(scores=scores, outcomes=outcomes, verdicts=verdicts, identity=dict(self.identity), replies=raw,
                               requests=self.requests_made - before, cache_hits=hits)
