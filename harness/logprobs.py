@@ -51,13 +51,29 @@ def completion_logits(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.log_softmax(logits.float(), dim=-1), batch.input_ids[:, 1:]
 
 
+# Architectures whose logits are exactly lm_head(final hidden state): for them the vocabulary
+# projection can be restricted to completion positions (no softcapping or logit scaling after it).
+_PLAIN_HEAD = {"GPT2LMHeadModel", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "GPTNeoXForCausalLM"}
+
+
 def token_logps(model, batch: Batch) -> torch.Tensor:
-    """log π(y_t | x, y_<t) for every target position [B, L-1]; zero outside the completion."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float()
+    """log π(y_t | x, y_<t) for every target position [B, L-1]; zero outside the completion.
+
+    For plain-head architectures only the completion positions go through the vocabulary projection
+    (a third of a batch is prompt or padding here); the result equals the full-logits path.
+    """
     targets = batch.input_ids[:, 1:]
-    # gather − logsumexp avoids materialising the full log-softmax for the backward pass
-    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    return picked * batch.target_mask
+    mask = batch.target_mask
+    if type(model).__name__ in _PLAIN_HEAD:
+        hidden = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        where = mask.bool()
+        logits = model.get_output_embeddings()(hidden[:, :-1][where]).float()
+        picked = -torch.nn.functional.cross_entropy(logits, targets[where], reduction="none")
+        out = torch.zeros(mask.shape, dtype=picked.dtype, device=picked.device)
+        return out.masked_scatter(where, picked)
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float()
+    picked = -torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+    return picked * mask
 
 
 def sequence_logps(model, batch: Batch) -> torch.Tensor:
