@@ -765,37 +765,18 @@ def _fit_lc_glm(s, z, w, l2, max_iter=100, tol=1e-10, max_step=5.0, theta0=0.0, 
     point (scalars or [B]; a warm start from the full-sample fit makes
     bootstrap refits converge in a few steps). Returns theta, phi [B].
     """
-    B = w.shape[0]
-    theta = np.zeros(B) + theta0
-    phi = np.zeros(B) + phi0
-    z2 = z * z
-    for _ in range(max_iter):
-        p = special.expit(theta[:, None] + phi[:, None] * z[None, :])
-        r = w * (p - s[None, :])
-        g0 = r.sum(axis=1) + l2 * theta
-        g1 = r @ z + l2 * phi
-        h = w * p * (1.0 - p)
-        h00 = h.sum(axis=1) + l2
-        h01 = h @ z
-        h11 = h @ z2 + l2
-        det = h00 * h11 - h01 * h01
-        d0 = (h11 * g0 - h01 * g1) / det
-        d1 = (h00 * g1 - h01 * g0) / det
-        scale = np.minimum(1.0, max_step / np.maximum(np.maximum(np.abs(d0), np.abs(d1)), 1e-300))
-        theta -= scale * d0
-        phi -= scale * d1
-        if np.max(np.abs(scale * d0)) < tol and np.max(np.abs(scale * d1)) < tol:
-            break
-    return theta, phi
+    n = w.shape[1]
+    return _fit_lc_glm_rows(np.broadcast_to(s, (w.shape[0], n)), np.broadcast_to(z, (w.shape[0], n)), w, l2,
+                            max_iter, tol, max_step, theta0, phi0)
 
 
-def _fit_lc_glm_rows(s, z, w, l2, max_iter=100, tol=1e-10, max_step=5.0):
+def _fit_lc_glm_rows(s, z, w, l2, max_iter=100, tol=1e-10, max_step=5.0, theta0=0.0, phi0=0.0):
     """``_fit_lc_glm`` for B different datasets at once: s, z, w are [B, n]
     (row b: its labels, length features and weights; zero weight pads rows
     of different lengths). Returns theta, phi [B]."""
     B = s.shape[0]
-    theta = np.zeros(B)
-    phi = np.zeros(B)
+    theta = np.zeros(B) + theta0
+    phi = np.zeros(B) + phi0
     z2 = z * z
     for _ in range(max_iter):
         p = special.expit(theta[:, None] + phi[:, None] * z)

@@ -179,10 +179,10 @@ def test_lora_adapter_through_vllm_and_merged_fallback(tmp_path):
                                                       num_hidden_layers=1, num_attention_heads=2,
                                                       num_key_value_heads=2, max_position_embeddings=64,
                                                       bos_token_id=31, eos_token_id=31, pad_token_id=31)),
-                  ["q_proj", "v_proj"], True),
+                  ["q_proj", "v_proj", "o_proj", "down_proj"], True),
         "gpt2": (lambda: GPT2LMHeadModel(GPT2Config(vocab_size=32, n_positions=64, n_embd=64, n_layer=1, n_head=2,
                                                     bos_token_id=31, eos_token_id=31, pad_token_id=31)),
-                 ["c_attn"], False),
+                 ["c_attn", "c_proj"], False),
     }
     for arch, (build, targets, native) in builds.items():
         torch.manual_seed(0)
@@ -192,6 +192,10 @@ def test_lora_adapter_through_vllm_and_merged_fallback(tmp_path):
         base.save_pretrained(tmp_path / arch)
         tok.save_pretrained(tmp_path / arch)
         peft = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=targets, init_lora_weights=False))
+        with torch.no_grad():  # a strong adapter, so that it visibly changes greedy decoding
+            for name, w in peft.named_parameters():
+                if "lora_B" in name:
+                    w.mul_(30.0)
         peft.save_pretrained(tmp_path / f"{arch}-lora")
         base = type(base).from_pretrained(tmp_path / arch).eval()
         tuned = PeftModel.from_pretrained(type(base).from_pretrained(tmp_path / arch), tmp_path / f"{arch}-lora").eval()
