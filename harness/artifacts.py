@@ -27,7 +27,7 @@ import pandas as pd
 
 from harness import faults, seeds
 from harness.errors import UserError
-from harness.hashing import content_hash
+from harness.hashing import content_hash, non_default
 from harness.progress import progress
 from harness.suite import PresetSpec, Suite
 
@@ -169,15 +169,16 @@ class SuiteArtifacts:
     @cached_property
     def pairs_key(self) -> dict:
         s = self.suite
-        return {"reference": self.reference_hash, "prompts": s.prompts, "pairs": s.pairs, "judge": s.judge,
-                "train_prompts": self.preset.train_prompts,
+        return {"reference": self.reference_hash, "prompts": s.prompts, "pairs": s.pairs,
+                "judge": non_default(s.judge), "train_prompts": self.preset.train_prompts,
+                "sampler": self.sampler.name,
                 "pairs_file": _file_digest(s.resolve_path(s.pairs.path)) if s.pairs.kind == "file" else None}
 
     @cached_property
     def baseline_key(self) -> dict:
         s = self.suite
         return {"reference": self.reference_hash, "prompts": s.prompts, "evaluation": s.evaluation,
-                "judge": s.judge, "eval_prompts": self.preset.eval_prompts, "sampler": self.sampler.name}
+                "judge": non_default(s.judge), "eval_prompts": self.preset.eval_prompts, "sampler": self.sampler.name}
 
     def hashes(self) -> dict:
         return {"reference": self.reference_hash, "pairs": content_hash(self.pairs_key),
@@ -200,7 +201,7 @@ class SuiteArtifacts:
     def judge(self):
         from harness.judges import make_judge
 
-        return make_judge(self.suite.judge)
+        return make_judge(self.suite.judge, cache_root=self.cache.root.parent)
 
     @cached_property
     def reference_dir(self) -> Path:
@@ -348,7 +349,12 @@ class SuiteArtifacts:
                                    GenerationSettings(ev.max_new_tokens, ev.temperature, ev.batch_size),
                                    seed=seeds.derive(s.seed, "baseline-sampling"), desc="sampling π_SFT baseline")
         prompts = self.eval_prompts
-        rewards = self.judge.score([prompts[i] for i in comp.prompt_index], comp.texts)
+        from harness.judges import is_pairwise
+
+        if is_pairwise(self.judge):  # a pairwise judge has no scalar reward; it judges win rates only
+            rewards = np.full(len(comp.texts), np.nan)
+        else:
+            rewards = self.judge.score([prompts[i] for i in comp.prompt_index], comp.texts)
         pd.DataFrame({"prompt_index": comp.prompt_index, "sample_index": comp.sample_index,
                       "completion": comp.texts, "length": comp.lengths, "finished": comp.finished,
                       "gold_reward": rewards}).to_parquet(out / "baseline.parquet")

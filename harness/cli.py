@@ -70,7 +70,13 @@ def cmd_run(args) -> int:
     sweeps = parse_sweeps(sweep_file.get("sweep", []), f"{args.sweep_file}: sweep")
     for algo, grid in parse_sweeps(args.sweep).items():
         sweeps.setdefault(algo, {}).update(grid)
-    plan = plan_runs(suite, preset, algorithms, seed_list, sets, args.sampler, sweeps, args.eval_checkpoints)
+    from harness.sampling import get_sampler
+
+    ev = suite.evaluation
+    # `auto` resolves here, so config.json and the run id record the engine that actually samples
+    sampler = get_sampler(args.sampler, job_tokens=suite.preset(preset).eval_prompts * ev.samples_per_prompt
+                          * ev.max_new_tokens)
+    plan = plan_runs(suite, preset, algorithms, seed_list, sets, sampler.name, sweeps, args.eval_checkpoints)
     args.preset = preset
     store = ResultsStore(args.results)
     store.prepare()
@@ -79,10 +85,11 @@ def cmd_run(args) -> int:
     from harness.artifacts import SuiteArtifacts
     from harness.report import load_runs, render, summary_table
     from harness.runner import execute, say
-    from harness.sampling import get_sampler
-
-    art = SuiteArtifacts(suite, args.preset, _cache_dir(Path(args.results)), get_sampler(args.sampler))
-    counts = execute(plan, art, store, force=args.force)
+    art = SuiteArtifacts(suite, args.preset, _cache_dir(Path(args.results)), sampler)
+    try:
+        counts = execute(plan, art, store, force=args.force)
+    finally:
+        getattr(sampler, "close", lambda: None)()
     if art.built:
         say(f"built suite artifacts: {', '.join(art.built)}")
     else:
@@ -174,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--eval-checkpoints", type=int, default=None, metavar="N",
                     help="evaluate N times along training as well as at the end (default: the preset's)")
     pr.add_argument("--results", default=str(DEFAULT_RESULTS), help=f"results folder (default: {DEFAULT_RESULTS})")
-    pr.add_argument("--sampler", default="hf", help="sampling engine for evaluation (default: hf)")
+    pr.add_argument("--sampler", default="hf",
+                    help="sampling engine: hf | vllm | auto (vLLM when installed and the evaluation generates "
+                         ">= 50,000 tokens, enough to repay its start-up; default: hf)")
     pr.add_argument("--force", action="store_true", help="recompute runs that already finished")
     pr.set_defaults(func=cmd_run)
 

@@ -13,6 +13,7 @@ import pandas as pd
 
 from harness import faults, stats
 from harness.artifacts import SuiteArtifacts
+from harness.judges import is_pairwise, pairwise_win_scores
 from harness.kl import sequence_kl
 from harness.sampling.base import GenerationSettings, PolicyHandle
 
@@ -41,7 +42,9 @@ def evaluate_policy(model, art: SuiteArtifacts, seed: int, sampler=None, n_resam
         comp = sampler.sample(PolicyHandle(art.tokenizer, model, None), prompt_ids, ev.samples_per_prompt,
                               settings, seed=seed, desc=f"{desc}: sampling")
     faults.point("eval:sampled")
-    rewards = art.judge.score([prompts[i] for i in comp.prompt_index], comp.texts)
+    row_prompts = [prompts[i] for i in comp.prompt_index]
+    pairwise = is_pairwise(art.judge)
+    rewards = np.full(len(comp.texts), np.nan) if pairwise else art.judge.score(row_prompts, comp.texts)
     rows = [prompt_ids[i] for i in comp.prompt_index]
     if hasattr(model, "sequence_kl"):
         kl = model.sequence_kl(art, rows, comp)
@@ -50,7 +53,11 @@ def evaluate_policy(model, art: SuiteArtifacts, seed: int, sampler=None, n_resam
                          ev.batch_size, art.suite.policy.max_length)
     base = art.baseline.set_index(["prompt_index", "sample_index"]).loc[
         list(zip(comp.prompt_index.tolist(), comp.sample_index.tolist()))]
-    win = stats.win_scores(rewards, base.gold_reward.to_numpy())
+    if pairwise:  # e.g. an LLM judge: both orders, inconsistent or unparseable verdicts count as ties
+        win, judge_info = pairwise_win_scores(art.judge, row_prompts, comp.texts, base.completion.tolist())
+    else:
+        win = stats.win_scores(rewards, base.gold_reward.to_numpy())
+        judge_info = {"judge": art.judge.identity}
     samples = pd.DataFrame({
         "prompt_index": comp.prompt_index, "sample_index": comp.sample_index,
         "prompt": [prompts[i] for i in comp.prompt_index], "completion": comp.texts,
@@ -58,6 +65,7 @@ def evaluate_policy(model, art: SuiteArtifacts, seed: int, sampler=None, n_resam
         "gold_reward": rewards, "baseline_reward": base.gold_reward.to_numpy(),
         "baseline_length": base.length.to_numpy(), "win": win, **kl})
     metrics = summarize(samples, n_resamples=n_resamples, seed=seed, engine=comp.engine)
+    metrics["judge"] = judge_info
     metrics.update(getattr(model, "evaluation_metrics", lambda: {})())
     return samples, metrics
 

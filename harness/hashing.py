@@ -28,3 +28,17 @@ def canonical_json(obj: Any) -> str:
 
 def content_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
+
+
+def non_default(obj: Any) -> dict:
+    """A dataclass as a dict of only the fields that differ from their defaults (plus none else):
+    adding a defaulted field to a spec then leaves existing cache keys and run ids unchanged."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if f.default is not dataclasses.MISSING and v == f.default:
+            continue
+        if f.default_factory is not dataclasses.MISSING and v == f.default_factory():
+            continue
+        out[f.name] = v
+    return out

@@ -129,9 +129,12 @@ def parse_seeds(text: str, where: str = "--seeds") -> list[int]:
 
 
 def suite_identity(suite: Suite, preset_name: str) -> dict:
+    from harness.hashing import non_default
+
     d = suite.as_dict()
     d.pop("presets")
     d.pop("description")
+    d["judge"] = non_default(suite.judge)
     return {"suite": d, "preset_name": preset_name, "preset": dataclasses.asdict(suite.preset(preset_name))}
 
 

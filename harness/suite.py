@@ -158,6 +158,13 @@ class Suite:
             return "data.name", "required when data.kind is hf_dataset"
         if self.pairs.kind == "file" and not self.pairs.path:
             return "pairs.path", "required when pairs.kind is file"
+        if self.judge.kind == "llm_pairwise" and self.pairs.kind == "sampled":
+            return "judge.kind", ("llm_pairwise has no scalar reward to label sampled pairs with; use "
+                                  "pairs.kind file, or a vader / reward_model judge")
+        if self.judge.kind == "llm_pairwise" and not (self.judge.base_url and self.judge.model):
+            return "judge.base_url", "llm_pairwise needs judge.base_url and judge.model"
+        if self.judge.kind == "reward_model" and not self.judge.model:
+            return "judge.model", "reward_model needs judge.model (hub id or local path)"
         return None
 
     def preset(self, name: str, where: str = "--preset") -> PresetSpec:

@@ -121,7 +121,7 @@ class VLLMSampler:
         self._llm = None
         self._key = None
         self._tmp: str | None = None      # folder of an in-memory model saved for the engine
-        self._lora = False
+        self._lora_ids: dict[str, int] = {}
         self.engine_starts = 0            # engines created by this sampler (tests, benchmarks)
         self.last_start_s = 0.0           # seconds the last engine start took (import excluded)
 
@@ -158,8 +158,8 @@ class VLLMSampler:
             path = Path(policy.path).resolve()
             if policy.adapter_path is not None:
                 adapter = Path(policy.adapter_path).resolve()
-                if _supports_lora(path):
-                    return f"lora:{path}", path, str(adapter)
+                if _supports_lora(path):  # one engine serves every adapter of this base (up to its rank)
+                    return f"lora:{path}:r{_lora_rank(adapter)}", path, str(adapter)
                 return f"merged:{path}:{adapter}", None, None
             return f"path:{path}", path, None
         if model is None:
@@ -212,9 +212,7 @@ class VLLMSampler:
         if _in_process():
             kwargs["distributed_executor_backend"] = "uni"
         if adapter is not None:
-            r = json.loads((Path(adapter) / "adapter_config.json").read_text()).get("r", 8)
-            kwargs.update(enable_lora=True, max_loras=1,
-                          max_lora_rank=next((x for x in _LORA_RANKS if x >= r), _LORA_RANKS[-1]))
+            kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=_lora_rank(adapter))
         with _preserve_rng():
             from vllm import LLM
 
@@ -242,7 +240,9 @@ class VLLMSampler:
         if adapter is not None:
             from vllm.lora.request import LoRARequest
 
-            kwargs["lora_request"] = LoRARequest("policy", 1, adapter)
+            # vLLM caches adapters by id: a distinct id per adapter folder, so a new adapter is never stale
+            lora_id = self._lora_ids.setdefault(adapter, len(self._lora_ids) + 1)
+            kwargs["lora_request"] = LoRARequest(f"policy-{lora_id}", lora_id, adapter)
         with _preserve_rng():
             outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False, **kwargs)
         raw: list[list[int]] = []
@@ -252,6 +252,12 @@ class VLLMSampler:
         comp = finish_completions(raw, eos, settings.max_new_tokens, tok, n, engine=self.name)
         comp.info.update({"engine_starts": self.engine_starts, "lora": adapter is not None})
         return comp
+
+
+def _lora_rank(adapter: Path | str) -> int:
+    """The smallest ``max_lora_rank`` vLLM accepts that holds the adapter's rank."""
+    r = int(json.loads((Path(adapter) / "adapter_config.json").read_text()).get("r", 8))
+    return next((x for x in _LORA_RANKS if x >= r), _LORA_RANKS[-1])
 
 
 def _supports_lora(folder: Path) -> bool:
