@@ -48,6 +48,8 @@ def cmd_run(args) -> int:
     from harness.suite import load_suite
 
     # everything is validated before any compute or write
+    if args.checkpoint_every < 0:
+        raise UserError("--checkpoint-every", str(args.checkpoint_every), "must be >= 0")
     sweep_file = load_sweep_file(args.sweep_file) if args.sweep_file else {}
     suite = load_suite(args.suite)
     preset = args.preset or sweep_file.get("preset") or "smoke"
@@ -87,7 +89,7 @@ def cmd_run(args) -> int:
     from harness.runner import execute, say
     art = SuiteArtifacts(suite, args.preset, _cache_dir(Path(args.results)), sampler)
     try:
-        counts = execute(plan, art, store, force=args.force)
+        counts = execute(plan, art, store, force=args.force, save_every=args.checkpoint_every)
     finally:
         getattr(sampler, "close", lambda: None)()
     if art.built:
@@ -185,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="sampling engine: hf | vllm | auto (vLLM when installed and the evaluation generates "
                          ">= 50,000 tokens, enough to repay its start-up; default: hf)")
     pr.add_argument("--force", action="store_true", help="recompute runs that already finished")
+    pr.add_argument("--checkpoint-every", type=int, default=50, metavar="STEPS",
+                    help="save a resumable checkpoint of native training every STEPS optimizer steps; a killed "
+                         "run restarts from it (0: off; default: 50)")
     pr.set_defaults(func=cmd_run)
 
     rp = sub.add_parser("report", help="comparison table over finished runs",

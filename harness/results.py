@@ -74,6 +74,11 @@ class ResultsStore:
         path = self.run_dir(suite, run_id) / "metrics.json"
         return path.is_file() and read_json(path).get("status") != "failed"
 
+    def checkpoint_dir(self, suite: str, run_id: str) -> Path:
+        """Where a run's mid-training checkpoint lives (kept across restarts, removed at commit)."""
+        self._safe(suite, run_id)
+        return self._safe(suite) / ".checkpoints" / run_id
+
     def staging_dir(self, suite: str, run_id: str) -> Path:
         self._safe(suite, run_id)
         d = self._safe(suite) / ".staging" / f"{run_id}.{os.getpid()}.{uuid.uuid4().hex[:6]}"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import env, faults, registry, seeds
+from harness import env, faults, registry, resume, seeds
 from harness.errors import Diverged, UserError
 from harness.hashing import content_hash
 from harness.results import ResultsStore, read_json, write_json
@@ -183,7 +183,10 @@ def plan_runs(suite: Suite, preset_name: str, algorithms: list[str], seed_list: 
 class TrainContext:
     """What an algorithm's ``train`` sees: shared artifacts, its seed, logging and checkpoint hooks."""
 
-    def __init__(self, art, seed: int, run_dir: Path, n_checkpoints: int, evaluate_checkpoint):
+    def __init__(self, art, seed: int, run_dir: Path, n_checkpoints: int, evaluate_checkpoint,
+                 resume_dir: Path | None = None, save_every: int = 0):
+        self.resume_dir = resume_dir  # mid-run checkpoints (harness/resume.py); None: the backend has none
+        self.save_every = save_every
         self.art = art
         self.seed = seed
         self.run_dir = run_dir
@@ -214,6 +217,20 @@ class TrainContext:
         disable_dropout(model)
         model.train()
         return model
+
+    def say(self, msg: str) -> None:
+        say(f"  {msg}")
+
+    def flush_log(self) -> None:
+        self._log.flush()
+
+    def restore(self, trajectory: list, extra: dict, log_text: str) -> None:
+        """State saved with a mid-run checkpoint: evaluations so far, recorded facts, the step log."""
+        self.trajectory = list(trajectory)
+        self.extra = dict(extra)
+        self._log.seek(0)
+        self._log.truncate()
+        self._log.write(log_text)
 
     def log(self, step: int, **metrics) -> None:
         import json
@@ -254,7 +271,8 @@ def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def execute(plan: list[RunSpec], art, store: ResultsStore, force: bool = False, n_resamples: int = 10000) -> dict:
+def execute(plan: list[RunSpec], art, store: ResultsStore, force: bool = False, n_resamples: int = 10000,
+            save_every: int = 50) -> dict:
     """Run every planned run that is not already committed. Returns counts by outcome."""
     suite = art.suite
     counts = {"ok": 0, "diverged": 0, "failed": 0, "reused": 0, "busy": 0}
@@ -274,12 +292,13 @@ def execute(plan: list[RunSpec], art, store: ResultsStore, force: bool = False, 
                 counts["reused"] += 1
                 say(f"{head}: finished earlier, reused")
                 continue
-            status = _execute_one(run, art, store, head, n_resamples, env_info)
+            status = _execute_one(run, art, store, head, n_resamples, env_info, save_every)
             counts[status] += 1
     return counts
 
 
-def _execute_one(run: RunSpec, art, store: ResultsStore, head: str, n_resamples: int, env_info) -> str:
+def _execute_one(run: RunSpec, art, store: ResultsStore, head: str, n_resamples: int, env_info,
+                 save_every: int = 50) -> str:
     """Train, evaluate and commit one claimed run; returns its status (ok / diverged / failed)."""
     from harness.evaluate import evaluate_policy
 
@@ -297,7 +316,9 @@ def _execute_one(run: RunSpec, art, store: ResultsStore, head: str, n_resamples:
         _, m = evaluate_policy(model, art, eval_seed, n_resamples=1000, desc=label)
         return m
 
-    ctx = TrainContext(art, run.seed, staging, run.identity["preset"]["eval_checkpoints"], eval_checkpoint)
+    resume_dir = store.checkpoint_dir(suite.name, run.run_id)
+    ctx = TrainContext(art, run.seed, staging, run.identity["preset"]["eval_checkpoints"], eval_checkpoint,
+                       resume_dir, save_every)
     status, failure, metrics, timing = "ok", None, {}, {}
     t0 = time.time()
     try:
@@ -325,6 +346,7 @@ def _execute_one(run: RunSpec, art, store: ResultsStore, head: str, n_resamples:
         "trajectory": ctx.trajectory, "extra": ctx.extra, "timing": timing, "library_versions": versions})
     faults.point("run:commit")
     store.commit(staging, suite.name, run.run_id)
+    resume.clear(resume_dir)
     if status == "ok":
         say(f"{head}: done in {timing['total_seconds']:.0f}s: gold reward {metrics['gold_reward']:.3f}, "
             f"win rate {metrics['win_rate']:.3f}, KL {metrics['kl']:.2f} nats")

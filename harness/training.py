@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from harness.hparams import OptimConfig
-from harness import faults
+from harness import faults, resume
 from harness.errors import Diverged
 from harness.progress import progress
 
@@ -49,9 +49,14 @@ def train_loop(model, batches: list[np.ndarray], step_fn: Callable[[np.ndarray],
     steps = len(batches)
     opt, sched = make_optimizer(model, cfg, steps)
     checkpoints = set(ctx.checkpoint_steps(steps))
+    start = resume.load(ctx.resume_dir, model, opt, sched, ctx) if ctx.resume_dir else 0
+    if start:
+        ctx.say(f"resumed from the checkpoint at step {start}/{steps}")
     ctx.record(train_steps=steps)
-    bar = progress(total=steps, desc=desc, unit="step")
+    bar = progress(total=steps, initial=start, desc=desc, unit="step")
     for step, idx in enumerate(batches, start=1):
+        if step <= start:
+            continue
         model.train()
         loss, metrics = step_fn(idx)
         if not torch.isfinite(loss):
@@ -66,7 +71,9 @@ def train_loop(model, batches: list[np.ndarray], step_fn: Callable[[np.ndarray],
         ctx.log(step, loss=float(loss.detach()), grad_norm=grad_norm, lr=sched.get_last_lr()[0], **metrics)
         bar.update(1)
         bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-        faults.point("train:step")
         if step in checkpoints and step != steps:
             ctx.checkpoint(step, model)
+        if ctx.resume_dir and ctx.save_every and step % ctx.save_every == 0 and step != steps:
+            resume.save(ctx.resume_dir, step, model, opt, sched, ctx)
+        faults.point("train:step")
     bar.close()

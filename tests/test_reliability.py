@@ -74,21 +74,22 @@ def test_same_config_twice_gives_bit_identical_metrics(clean, tmp_path):
     assert_same_results(clean / "results", tmp_path / "results")
 
 
-@pytest.mark.parametrize("fault,shared_cache", [
-    ("artifact:reference", False),   # while π_SFT is being built
-    ("artifact:pairs", False),       # while the preference pairs are being built
-    ("train:step@3", True),          # mid-training of the first trained run
-    ("eval:sampled@3", True),        # mid-evaluation (after sampling, before scoring)
-    ("run:commit@3", True),          # run fully written, not yet published
+@pytest.mark.parametrize("fault,shared_cache,extra", [
+    ("artifact:reference", False, []),   # while π_SFT is being built
+    ("artifact:pairs", False, []),       # while the preference pairs are being built
+    ("train:step@3", True, []),          # mid-training of a run
+    ("train:step@2", True, ["--checkpoint-every", "1"]),  # mid-training, with a checkpoint to resume from
+    ("eval:sampled@3", True, []),        # mid-evaluation (after sampling, before scoring)
+    ("run:commit@3", True, []),          # run fully written, not yet published
 ])
-def test_sigkill_then_restart_finishes_exactly_the_missing_runs(clean, tmp_path, fault, shared_cache):
+def test_sigkill_then_restart_finishes_exactly_the_missing_runs(clean, tmp_path, fault, shared_cache, extra):
     results = tmp_path / "results"
     cache = tmp_path / "cache"
     if shared_cache:  # artifacts already built: the kill lands in a run
         import shutil
 
         shutil.copytree(clean / "cache", cache)
-    killed = prefbench(results, cache, fault=fault)
+    killed = prefbench(results, cache, *extra, fault=fault)
     assert killed.returncode == -9, (killed.returncode, killed.stderr[-2000:])
     # nothing half-written is visible: every visible run is complete
     visible = snapshot(results)
@@ -97,8 +98,11 @@ def test_sigkill_then_restart_finishes_exactly_the_missing_runs(clean, tmp_path,
     assert len(visible) < 4
     assert not list(cache.glob("tiny/reference-*")) or shared_cache or fault != "artifact:reference"
     before = mtimes(results)
-    resumed = prefbench(results, cache)
+    resumed = prefbench(results, cache, *extra)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    if extra:  # the killed run continued from its mid-training checkpoint, and still matches exactly
+        assert "resumed from the checkpoint at step 1/2" in resumed.stderr, resumed.stderr[-2000:]
+        assert not list((results / "tiny" / ".checkpoints").glob("*/meta.json"))
     assert resumed.stderr.count("finished earlier, reused") == len(before)
     assert {k: v for k, v in mtimes(results).items() if k in before} == before  # nothing finished was redone
     assert_same_results(clean / "results", results)
