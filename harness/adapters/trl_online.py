@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
-from harness.adapters import positions_from_attention_mask, quiet_transformers
+from harness.adapters import hide_vllm_from_trl, positions_from_attention_mask, quiet_transformers
 
 # TRL's log keys -> the harness's canonical training-log names (units as in trl_ppo.CANONICAL)
 CANONICAL = {"reward": "reward", "reward_std": "reward_std", "entropy": "entropy",
@@ -70,8 +70,10 @@ def train_online(kind: str, policy, reward_fn: Callable[[list[str], list[list[in
         save_strategy="no", seed=seed, data_seed=seed, report_to="none", disable_tqdm=True,
         disable_dropout=True, log_completions=False, dataloader_num_workers=0)
     if kind == "rloo":
+        hide_vllm_from_trl()
         from trl import RLOOConfig as Config, RLOOTrainer as Trainer
     elif kind == "grpo":
+        hide_vllm_from_trl()
         from trl import GRPOConfig as Config, GRPOTrainer as Trainer
 
         common.update(loss_type=s["loss_type"], scale_rewards=s["scale_rewards"])

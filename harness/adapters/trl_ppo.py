@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from harness.adapters import quiet_transformers, quiet_trl
+from harness.adapters import hide_vllm_from_trl, quiet_transformers, quiet_trl
 
 # TRL's per-update log keys -> the harness's canonical training-log names. Units match the online
 # trainers': kl in nats per sequence (TRL's estimator at the rollout temperature), entropy in nats
@@ -92,6 +92,7 @@ def train_ppo(policy, value_model, reward: Any, tokenizer, prompts: Sequence[Seq
     from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+    hide_vllm_from_trl()
     import trl.experimental.ppo.ppo_trainer as ppo_module
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 

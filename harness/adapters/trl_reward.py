@@ -22,9 +22,11 @@ def train_reward_model(model, tokenizer, chosen: Sequence[Sequence[int]], reject
     from datasets import Dataset
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
-    from trl import RewardConfig, RewardTrainer
-
+    from harness.adapters import hide_vllm_from_trl
     from harness.progress import progress
+
+    hide_vllm_from_trl()
+    from trl import RewardConfig, RewardTrainer
 
     workdir = Path(workdir)
     ds = Dataset.from_dict({"chosen_ids": [list(map(int, c)) for c in chosen],
