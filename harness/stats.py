@@ -657,6 +657,17 @@ def compare_seeds(x, y):
     return out
 
 
+def _pair_rows(x, y):
+    """Checked [n_pairs, n_x], [n_pairs, n_y] float arrays for the ``*_many`` seed comparisons."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise ValueError("x and y must be [n_pairs, n_x] and [n_pairs, n_y]")
+    if np.isnan(x).any() or np.isnan(y).any():
+        raise ValueError("NaN scores: group pairs by their non-missing sizes")
+    return x, y
+
+
 def probability_of_improvement_many(x, y, n_resamples=2000, seed=0, alpha=0.05):
     """``probability_of_improvement`` for many pairs with the same seed counts.
 
@@ -668,12 +679,7 @@ def probability_of_improvement_many(x, y, n_resamples=2000, seed=0, alpha=0.05):
     stacked comparison matrices. Returns dict(p, low, high) of arrays [n_pairs].
     """
     _check_alpha(alpha)
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
-        raise ValueError("x and y must be [n_pairs, n_x] and [n_pairs, n_y]")
-    if np.isnan(x).any() or np.isnan(y).any():
-        raise ValueError("NaN scores: group pairs by their non-missing sizes")
+    x, y = _pair_rows(x, y)
     P, nx = x.shape
     ny = y.shape[1]
     if P == 0 or nx == 0 or ny == 0:
@@ -698,12 +704,7 @@ def compare_seeds_many(x, y):
     [n_pairs] with the keys of ``compare_seeds`` (n_x, n_y are ints); scipy's
     tests run along axis 1, so row k equals ``compare_seeds(x[k], y[k])``.
     """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
-        raise ValueError("x and y must be [n_pairs, n_x] and [n_pairs, n_y]")
-    if np.isnan(x).any() or np.isnan(y).any():
-        raise ValueError("NaN scores: group pairs by their non-missing sizes")
+    x, y = _pair_rows(x, y)
     P, nx = x.shape
     ny = y.shape[1]
     nan = np.full(P, np.nan)
