@@ -122,7 +122,5 @@ def test_two_processes_on_one_results_folder(clean, tmp_path):
     assert all(p.returncode == 0 for p in procs), [o[1][-1000:] for o in outs]
     ran = sum(o[1].count(": running") for o in outs)
     assert ran == 4  # each run executed by exactly one of the two processes
-    if not all(o[1].count("skipped") == 0 for o in outs):
-        # a process that found a run claimed by the other ends cleanly; a third invocation completes the set
-        assert prefbench(results, cache).returncode == 0
+    # a run one process found claimed was finished by the other, so the set is complete and exact
     assert_same_results(clean / "results", results)
