@@ -95,7 +95,3 @@ def load_policy(path: Path, trust_remote_code: bool = False):
     neutral_generation_config(model)
     model.eval()
     return model, tok
-
-
-def count_parameters(model) -> int:
-    return sum(p.numel() for p in model.parameters())

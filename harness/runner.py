@@ -18,7 +18,7 @@ from typing import Any
 from harness import env, faults, registry, resume, seeds
 from harness.errors import Diverged, UserError
 from harness.hashing import content_hash
-from harness.results import ResultsStore, read_json, write_json
+from harness.results import ResultsStore, write_json
 from harness.suite import Suite
 
 REFERENCE = "reference"
@@ -351,7 +351,3 @@ def _execute_one(run: RunSpec, art, store: ResultsStore, head: str, n_resamples:
         say(f"{head}: done in {timing['total_seconds']:.0f}s: gold reward {metrics['gold_reward']:.3f}, "
             f"win rate {metrics['win_rate']:.3f}, KL {metrics['kl']:.2f} nats")
     return status
-
-
-def run_status(path: Path) -> str:
-    return read_json(path / "metrics.json").get("status", "failed")
