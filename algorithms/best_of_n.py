@@ -18,9 +18,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from harness.config import hp
+from harness.core.config import hp
 from harness.registry import Algorithm, register
-from harness.reward_model import RewardModelFields
+from harness.training.reward_model import RewardModelFields
 
 
 @dataclass
@@ -39,7 +39,7 @@ def analytic_kl(n: int) -> float:
 
 
 class BestOfNPolicy:
-    """Implements the evaluation hooks of :func:`harness.evaluate.evaluate_policy`."""
+    """Implements the evaluation hooks of :func:`harness.evaluation.evaluate.evaluate_policy`."""
 
     def __init__(self, reward_model, n: int, kl_samples: int):
         self.rm, self.n, self.m = reward_model, n, kl_samples
@@ -47,8 +47,8 @@ class BestOfNPolicy:
     def sample_for_evaluation(self, art, prompt_ids, n_samples: int, settings, seed: int):
         import numpy as np
 
-        from harness import seeds
-        from harness.sampling.base import Completions, PolicyHandle
+        from harness.core import seeds
+        from harness.evaluation.sampling.base import Completions, PolicyHandle
 
         n, m = self.n, self.m
         k = n_samples * n + m
@@ -77,7 +77,7 @@ class BestOfNPolicy:
     def sequence_kl(self, art, prompt_rows, comp):
         import numpy as np
 
-        from harness.logprobs import batched_sequence_logps
+        from harness.training.logprobs import batched_sequence_logps
 
         ev = art.suite.evaluation
         ref = batched_sequence_logps(art.reference_model, prompt_rows, comp.token_ids, art.tokenizer.pad_token_id,
@@ -102,7 +102,7 @@ class BestOfN(Algorithm):
         return f"best-of-{self.config.n}"
 
     def train(self, ctx):
-        from harness.reward_model import get_reward_model, record_reward_model, rm_settings
+        from harness.training.reward_model import get_reward_model, record_reward_model, rm_settings
 
         rm, built = get_reward_model(ctx.art, ctx.seed, rm_settings(self.config))
         record_reward_model(ctx, rm, built)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from harness.config import hp
+from harness.core.config import hp
 from harness.registry import Algorithm, register
-from harness.hparams import OptimConfig
+from harness.training.hparams import OptimConfig
 
 
 @dataclass
@@ -65,8 +65,8 @@ class DPO(Algorithm):
     def train(self, ctx):
         import torch
 
-        from harness.logprobs import collate, sequence_logps
-        from harness.training import seeded_batches, train_loop
+        from harness.training.logprobs import collate, sequence_logps
+        from harness.training.loop import seeded_batches, train_loop
 
         cfg = self.config
         model = ctx.init_policy()

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from harness.config import hp
+from harness.core.config import hp
 from harness.registry import Algorithm, register
 
-from harness.reward_model import RewardModelFields
+from harness.training.reward_model import RewardModelFields
 
 from algorithms.rloo import OnlineFields, run_online
 

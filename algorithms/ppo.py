@@ -3,7 +3,7 @@ DPO paper compares against, and PPO-GT, its upper reference with the gold reward
 
 ``ppo``: (1) fit a reward model to the suite's training preference pairs (TRL ``RewardTrainer``, a
 sequence-classification head on the suite's base architecture initialised from π_SFT; cached per
-suite, seed and reward-model config, see :mod:`harness.reward_model`; its held-out pairwise accuracy is
+suite, seed and reward-model config, see :mod:`harness.training.reward_model`; its held-out pairwise accuracy is
 recorded with the run); (2) optimise the policy from π_ref against it with PPO and a per-token KL
 penalty to π_ref (TRL ``trl.experimental.ppo``, behind :mod:`harness.adapters.trl_ppo`).
 
@@ -18,9 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from harness.config import hp
+from harness.core.config import hp
 from harness.registry import Algorithm, register
-from harness.reward_model import RewardModelFields
+from harness.training.reward_model import RewardModelFields
 
 
 @dataclass
@@ -94,24 +94,24 @@ def gold_reward_fn(ctx, prompt_text: dict[tuple, str]):
 
 
 def value_from_reference(ctx, tokenizer):
-    from harness import seeds
-    from harness.reward_model import classifier_from_reference
+    from harness.core import seeds
+    from harness.training.reward_model import classifier_from_reference
 
     return classifier_from_reference(ctx.art, tokenizer, seeds.derive(ctx.seed, "value-init"))
 
 
 def run_ppo(algo: Algorithm, ctx, reward, value_model, tokenizer):
     """Shared by ``ppo`` and ``ppo-gt``: PPO from π_ref, returned with the suite vocabulary."""
-    from harness import seeds
+    from harness.core import seeds
     from harness.adapters import checkpoint_hook, extend_vocab, make_log_bridge, shrink_vocab
     from harness.adapters.trl_ppo import CANONICAL, NAN_KEYS, num_updates, train_ppo
-    from harness.models import neutral_generation_config
+    from harness.training.models import neutral_generation_config
 
     cfg = algo.config
     settings = _settings(cfg, ctx)
     prompts, _ = train_prompts(ctx)
     if len(prompts) < cfg.batch_size:
-        from harness.errors import UserError
+        from harness.core.errors import UserError
 
         raise UserError("--set", f"{algo.name}.batch_size",
                         f"got {cfg.batch_size}, larger than the {len(prompts)} training prompts")
@@ -141,7 +141,7 @@ class PPO(Algorithm):
         import copy
 
         from harness.adapters import trainer_tokenizer
-        from harness.reward_model import get_reward_model, record_reward_model, rm_settings
+        from harness.training.reward_model import get_reward_model, record_reward_model, rm_settings
 
         rm, built = get_reward_model(ctx.art, ctx.seed, rm_settings(self.config))
         record_reward_model(ctx, rm, built)

@@ -2,7 +2,7 @@
 samples per prompt, through TRL's ``RLOOTrainer`` (behind :mod:`harness.adapters.trl_online`).
 
 The reward is the learned reward model of the RLHF pipeline (the same cached model as ``ppo`` for
-equal ``rm_*`` settings and seed; see :mod:`harness.reward_model`), or the suite's gold reward with
+equal ``rm_*`` settings and seed; see :mod:`harness.training.reward_model`), or the suite's gold reward with
 ``reward=gold``. The KL penalty to π_ref is in the reward, r − β·Σ_t log π/π_ref, with β set
 explicitly. Results come from the harness's evaluation; TRL's logs go to the training log.
 The shared code for the group-sampling trainers (RLOO, GRPO) lives here; ``grpo`` reuses it.
@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from harness.config import hp
+from harness.core.config import hp
 from harness.registry import Algorithm, register
-from harness.reward_model import RewardModelFields
+from harness.training.reward_model import RewardModelFields
 
 
 @dataclass
@@ -50,10 +50,10 @@ def online_settings(cfg, ctx) -> dict:
 
 def run_online(algo: Algorithm, ctx, kind: str, extra: dict | None = None):
     """Train with TRL's ``kind`` ("rloo" / "grpo") from π_ref against the configured reward."""
-    from harness import seeds
+    from harness.core import seeds
     from harness.adapters import checkpoint_hook, make_log_bridge, shrink_vocab
     from harness.adapters.trl_online import CANONICAL, NAN_KEYS, prompt_texts, train_online
-    from harness.models import neutral_generation_config
+    from harness.training.models import neutral_generation_config
 
     from algorithms.ppo import train_prompts
 
@@ -67,7 +67,7 @@ def run_online(algo: Algorithm, ctx, kind: str, extra: dict | None = None):
         def reward_fn(ps, completion_ids, texts):
             return judge.score([original[p] for p in ps], texts)
     else:
-        from harness.reward_model import get_reward_model, record_reward_model, rm_settings
+        from harness.training.reward_model import get_reward_model, record_reward_model, rm_settings
 
         rm, built = get_reward_model(ctx.art, ctx.seed, rm_settings(cfg))
         record_reward_model(ctx, rm, built)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.config import hp
+from harness.core.config import hp
 from harness.registry import Algorithm, register
-from harness.hparams import OptimConfig
+from harness.training.hparams import OptimConfig
 
 
 @dataclass
@@ -17,8 +17,8 @@ class SFTConfig(OptimConfig):
           SFTConfig)
 class SFT(Algorithm):
     def train(self, ctx):
-        from harness.logprobs import collate, token_logps
-        from harness.training import seeded_batches, train_loop
+        from harness.training.logprobs import collate, token_logps
+        from harness.training.loop import seeded_batches, train_loop
 
         cfg = self.config
         model = ctx.init_policy()

@@ -132,7 +132,7 @@ def rate(stamps: list[tuple[float, float]], warmup: int, steps: int) -> tuple[fl
 def make_native_context(art, seed: int, dropout: bool, run_dir: Path, init_state=None):
     """The harness's own TrainContext (real ``log`` to train_log.jsonl), plus a clock per step;
     ``init_state`` replaces π_ref's weights in the policy it hands out."""
-    from harness.runner import TrainContext
+    from harness.execution.context import TrainContext
 
     class ClockedContext(TrainContext):
         def __init__(self):
@@ -272,9 +272,9 @@ def main(argv=None) -> int:
     datasets.disable_progress_bars()
 
     from harness import registry
-    from harness.artifacts import SuiteArtifacts
-    from harness.suite import load_suite
-    from harness.training import seeded_batches, total_steps
+    from harness.execution.artifacts import SuiteArtifacts
+    from harness.suites.spec import load_suite
+    from harness.training.loop import seeded_batches, total_steps
 
     load_start = loadavg()
     cache_root = Path(os.environ.get("PREFBENCH_CACHE", args.results / "_cache"))
@@ -426,10 +426,10 @@ def main(argv=None) -> int:
     load_end = loadavg()
 
     print("\n-- settings --")
-    from harness.training import make_optimizer
+    from harness.training.loop import make_optimizer
 
     nopt, _ = make_optimizer(torch.nn.Linear(1, 1), cfg, S)  # what train_loop builds, shown on a stand-in
-    print(f"native: algorithms/dpo.py DPO.train -> harness.training.train_loop; {type(nopt).__module__}."
+    print(f"native: algorithms/dpo.py DPO.train -> harness.training.loop.train_loop; {type(nopt).__module__}."
           f"{type(nopt).__name__}(lr={cfg.lr:g}, weight_decay={cfg.weight_decay:g}, fused={nopt.defaults.get('fused')}, "
           f"foreach={nopt.defaults.get('foreach')}: None = torch's choice, a per-tensor loop on CPU), linear warm-up "
           f"{cfg.warmup_steps} + decay, clip_grad_norm_ {cfg.max_grad_norm:g}, fp32, dropout "

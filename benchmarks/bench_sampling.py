@@ -53,21 +53,21 @@ def parse_args(argv=None):
 
 def load_model(results: Path):
     """(model, tokenizer, prompt ids, where from)."""
-    from harness.artifacts import SuiteArtifacts
-    from harness.hashing import content_hash
-    from harness.suite import load_suite
+    from harness.execution.artifacts import SuiteArtifacts
+    from harness.core.hashing import content_hash
+    from harness.suites.spec import load_suite
 
     suite = load_suite("sentiment")
     cache_root = Path(os.environ.get("PREFBENCH_CACHE", results / "_cache"))
     art = SuiteArtifacts(suite, "smoke", cache_root)
-    from harness.artifacts import ARTIFACT_FORMAT
+    from harness.execution.artifacts import ARTIFACT_FORMAT
 
     folder = art.cache.root / f"reference-{content_hash({'format': ARTIFACT_FORMAT, 'kind': 'reference', **art.reference_key})}"
     if folder.is_dir():
         model = art.load_reference()
         return model, art.tokenizer, art.eval_prompt_ids, f"sentiment π_SFT from {folder}"
-    from harness.datagen.reviews import generate_reviews, review_prefix
-    from harness.models import build_model, train_bpe_tokenizer
+    from harness.suites.reviews import generate_reviews, review_prefix
+    from harness.training.models import build_model, train_bpe_tokenizer
 
     texts = generate_reviews(3000, seed=0)
     tok = train_bpe_tokenizer(texts, suite.tokenizer.vocab_size)
@@ -84,9 +84,9 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from harness.sampling.base import GenerationSettings, PolicyHandle
-    from harness.sampling.hf import HFSampler
-    from harness.sampling.vllm import VLLMSampler, available, configure_environment
+    from harness.evaluation.sampling.base import GenerationSettings, PolicyHandle
+    from harness.evaluation.sampling.hf import HFSampler
+    from harness.evaluation.sampling.vllm import VLLMSampler, available, configure_environment
 
     if not available():
         print("vLLM is not installed: pip install -r requirements-vllm.txt", file=sys.stderr)

@@ -11,7 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 DEFAULT_RESULTS = Path(os.environ.get("PREFBENCH_RESULTS", Path(__file__).resolve().parent.parent / "results"))
 EXIT_USAGE, EXIT_RUN_FAILED = 2, 1
@@ -23,7 +23,8 @@ def _cache_dir(results: Path) -> Path:
 
 def cmd_list(args) -> int:
     if args.what == "algorithms":
-        from harness import config, registry
+        from harness.core import config
+        from harness import registry
 
         for spec in registry.all_specs():
             print(f"{spec.name}: {spec.description}")
@@ -31,7 +32,7 @@ def cmd_list(args) -> int:
                 rng = f" ({f['range']})" if f["range"] else ""
                 print(f"    {f['name']} = {f['default']!r}  [{f['type']}{rng}] {f['help']}")
     else:
-        from harness.suite import load_suite, suite_files
+        from harness.suites.spec import load_suite, suite_files
 
         for name, path in suite_files().items():
             s = load_suite(str(path))
@@ -43,9 +44,9 @@ def cmd_list(args) -> int:
 
 def cmd_run(args) -> int:
     from harness import registry
-    from harness.results import ResultsStore
-    from harness.runner import load_sweep_file, parse_seeds, parse_sets, parse_sweeps, plan_runs
-    from harness.suite import load_suite
+    from harness.execution.results import ResultsStore
+    from harness.execution.plan import load_sweep_file, parse_seeds, parse_sets, parse_sweeps, plan_runs
+    from harness.suites.spec import load_suite
 
     # everything is validated before any compute or write
     if args.checkpoint_every < 0:
@@ -72,7 +73,7 @@ def cmd_run(args) -> int:
     sweeps = parse_sweeps(sweep_file.get("sweep", []), f"{args.sweep_file}: sweep")
     for algo, grid in parse_sweeps(args.sweep).items():
         sweeps.setdefault(algo, {}).update(grid)
-    from harness.sampling import get_sampler
+    from harness.evaluation.sampling import get_sampler
 
     ev = suite.evaluation
     # `auto` resolves here, so config.json and the run id record the engine that actually samples
@@ -84,9 +85,10 @@ def cmd_run(args) -> int:
     store.prepare()
 
     _set_threads()
-    from harness.artifacts import SuiteArtifacts
-    from harness.report import load_runs, render, summary_table
-    from harness.runner import execute, say
+    from harness.execution.artifacts import SuiteArtifacts
+    from harness.analysis.report import load_runs, render, summary_table
+    from harness.core.progress import say
+    from harness.execution.runner import execute
     art = SuiteArtifacts(suite, args.preset, _cache_dir(Path(args.results)), sampler)
     try:
         counts = execute(plan, art, store, force=args.force, save_every=args.checkpoint_every)
@@ -108,7 +110,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from harness.report import load_runs, render, summary_table
+    from harness.analysis.report import load_runs, render, summary_table
 
     if not Path(args.results).is_dir():
         raise UserError("--results", str(args.results), "no such results folder")

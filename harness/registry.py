@@ -13,8 +13,8 @@ import importlib
 import pkgutil
 from typing import Any, Callable
 
-from harness import config as cfg
-from harness.errors import UserError
+from harness.core import config as cfg
+from harness.core.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +75,7 @@ def get(name: str, where: str = "--algorithms") -> AlgorithmSpec:
 class Algorithm:
     """Base class. Subclasses set nothing by hand: ``@register`` fills ``name`` and ``Config``.
 
-    ``train(ctx)`` gets a :class:`harness.context.TrainContext` (the suite's shared artifacts: π_ref,
+    ``train(ctx)`` gets a :class:`harness.execution.context.TrainContext` (the suite's shared artifacts: π_ref,
     tokenizer, preference pairs with reference log-probabilities, a logger, checkpoint hooks) and
     returns the trained policy as a ``transformers`` causal LM. Evaluation is not the algorithm's
     business: the harness evaluates every policy with the same code.

@@ -34,7 +34,7 @@ def tiny_lm():
         m = GPT2LMHeadModel(cfg)
         with torch.no_grad():  # sharpen the random init so the two policies differ visibly
             m.lm_head.weight.mul_(scale)
-        from harness.models import neutral_generation_config
+        from harness.training.models import neutral_generation_config
 
         neutral_generation_config(m)
         return m.eval()

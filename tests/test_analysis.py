@@ -1,4 +1,4 @@
-"""Tests for the report folder (harness.analysis) and the statistics it added to harness.stats.
+"""Tests for the report folder (harness.analysis) and the statistics it added to harness.core.stats.
 
 Runs are fabricated (harness.analysis.fake writes config.json, metrics.json, train_log.jsonl and
 samples.parquet directly), so nothing trains; every number is checked against a direct computation,
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from harness import stats as hs
+from harness.core import stats as hs
 from harness.analysis import Options, analyse, build_report, collect_blocks
 from harness.analysis.fake import FakeGroup, default_groups, write_fake_sweep
 
@@ -392,7 +392,7 @@ def test_cli_report_dir_and_plain_table(sweep, tmp_path, capsys, monkeypatch):
     assert main(["report", "--results", str(sweep), "--format", "md"]) == 0
     out = capsys.readouterr().out
     assert "| toy | dpo |" in out and "not ok (diverged)" in out and "⚠ torch" in out
-    from harness.report import COLUMNS, load_runs, summary_table
+    from harness.analysis.report import COLUMNS, load_runs, summary_table
 
     t = summary_table(load_runs(sweep), n_resamples=50)
     assert list(t.columns) == COLUMNS

@@ -16,15 +16,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from harness.judges import VaderJudge, completions_from_run, make_judge, pairwise_win_scores
-from harness.judges.llm import PAIRWISE_PROMPTS, JudgeError, PairwiseLLMJudge, combine_orders, parse_verdict
-from harness.suite import JudgeSpec
+from harness.evaluation.judges import VaderJudge, completions_from_run, make_judge, pairwise_win_scores
+from harness.evaluation.judges.llm import PAIRWISE_PROMPTS, JudgeError, PairwiseLLMJudge, combine_orders, parse_verdict
+from harness.suites.spec import JudgeSpec
 
 
 # ---------------------------------------------------------------------------------------------- schema
 def test_judge_spec_defaults_to_vader_and_checks_new_kinds(tmp_path):
-    from harness.config import build
-    from harness.errors import UserError
+    from harness.core.config import build
+    from harness.core.errors import UserError
 
     assert JudgeSpec().kind == "vader" and isinstance(make_judge(JudgeSpec()), VaderJudge)
     spec = build(JudgeSpec, {"kind": "llm_pairwise", "model": "m", "base_url": "http://127.0.0.1:9/v1",
@@ -188,8 +188,8 @@ def test_reward_model_judge_scores_in_padded_batches(tmp_path):
     import torch
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    from harness.datagen.reviews import generate_reviews
-    from harness.models import train_bpe_tokenizer
+    from harness.suites.reviews import generate_reviews
+    from harness.training.models import train_bpe_tokenizer
 
     texts = generate_reviews(200, seed=1)
     tok = train_bpe_tokenizer(texts, 320)
@@ -241,8 +241,8 @@ def vllm_server(tmp_path_factory):
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from harness.datagen.reviews import generate_reviews
-    from harness.models import train_bpe_tokenizer
+    from harness.suites.reviews import generate_reviews
+    from harness.training.models import train_bpe_tokenizer
 
     folder = tmp_path_factory.mktemp("judge-model")
     tok = train_bpe_tokenizer(generate_reviews(300, seed=2) + [t.format(prompt="", first="", second="")

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from harness.kl import sequence_kl
-from harness.logprobs import batched_sequence_logps
-from harness.sampling.base import GenerationSettings, PolicyHandle
-from harness.sampling.hf import HFSampler
+from harness.evaluation.kl import sequence_kl
+from harness.training.logprobs import batched_sequence_logps
+from harness.evaluation.sampling.base import GenerationSettings, PolicyHandle
+from harness.evaluation.sampling.hf import HFSampler
 
 EOS, T = 4, 4
 PROMPTS = [[EOS, 0], [EOS, 2, 1, 3]]  # two lengths, so generation uses left padding

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.errors import UserError
-from harness.pairs import label_pairs, read_pairs_file
-from harness.suite import PairSpec
+from harness.core.errors import UserError
+from harness.suites.pairs import label_pairs, read_pairs_file
+from harness.suites.spec import PairSpec
 
 
 def fake_samples(n_prompts=400, k=4, seed=0):

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.report import load_runs, summary_table
+from harness.analysis.report import load_runs, summary_table
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from harness import registry
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,7 +36,7 @@ def test_configs_have_defaults_and_validate():
 
 
 def test_every_algorithm_documents_every_hyperparameter():
-    from harness.config import describe
+    from harness.core.config import describe
 
     for spec in registry.all_specs():
         assert spec.description

@@ -1,6 +1,6 @@
 """Crash safety, concurrency and determinism, on real `prefbench run` processes with the tiny suite.
 
-Faults are real SIGKILLs, delivered at named points inside the pipeline (harness/faults.py), so each
+Faults are real SIGKILLs, delivered at named points inside the pipeline (harness/core/faults.py), so each
 kill lands exactly where intended: while an artifact is being built, mid-training, mid-evaluation
 and between writing a run and publishing it.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.report import load_runs, summary_table
-from harness.results import ResultsStore
+from harness.analysis.report import load_runs, summary_table
+from harness.execution.results import ResultsStore
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

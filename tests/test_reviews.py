@@ -1,4 +1,4 @@
-"""Tests for the synthetic movie-review corpus (harness/datagen/reviews.py).
+"""Tests for the synthetic movie-review corpus (harness/suites/reviews.py).
 
 The statistical tests assert the properties the sentiment suite relies on
 (VADER reward spread, neutral prompts, sentiment early in the continuation,
@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # plain `pytest` without project config
     sys.path.insert(0, str(REPO_ROOT))
 
-from harness.datagen.reviews import (  # noqa: E402
+from harness.suites.reviews import (  # noqa: E402
     GENERATOR_VERSION,
     MAX_WORDS,
     MIN_WORDS,
@@ -97,7 +97,7 @@ def test_does_not_touch_global_rng():
 def test_deterministic_across_processes_and_hash_seeds():
     code = (
         "import hashlib, json\n"
-        "from harness.datagen.reviews import generate_reviews, make_prompts\n"
+        "from harness.suites.reviews import generate_reviews, make_prompts\n"
         "r = generate_reviews(200, seed=11)\n"
         "p = make_prompts(r, seed=4)\n"
         "print(hashlib.sha256(json.dumps([r, p]).encode()).hexdigest())\n"

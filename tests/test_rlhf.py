@@ -164,7 +164,7 @@ def _ok(runs, algo):
 
 @pytest.mark.slow
 def test_every_rlhf_algorithm_runs_end_to_end_and_reports_a_row(rlhf_results):
-    from harness.report import load_runs, summary_table
+    from harness.analysis.report import load_runs, summary_table
 
     results, runs = rlhf_results
     for algo in SETS:

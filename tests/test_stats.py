@@ -1,4 +1,4 @@
-"""Tests for harness.stats: each routine against scipy, a hand-computed case,
+"""Tests for harness.core.stats: each routine against scipy, a hand-computed case,
 or a property that must hold (coverage, invariances, limits)."""
 import itertools
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import optimize, special, stats
 
-from harness import stats as hs
+from harness.core import stats as hs
 
 
 # ---------------------------------------------------------------- win scores, IQM

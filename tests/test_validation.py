@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from harness.cli import main
-from harness.errors import UserError
-from harness.suite import SUITES_DIR, load_suite
+from harness.core.errors import UserError
+from harness.suites.spec import SUITES_DIR, load_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 SENTIMENT = yaml.safe_load((SUITES_DIR / "sentiment.yaml").read_text())

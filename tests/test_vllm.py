@@ -11,23 +11,23 @@ import numpy as np
 import pytest
 import torch
 
-from harness.sampling import AUTO_VLLM_MIN_TOKENS, get_sampler, resolve_auto
-from harness.sampling.base import GenerationSettings, PolicyHandle
-from harness.sampling.hf import HFSampler
+from harness.evaluation.sampling import AUTO_VLLM_MIN_TOKENS, get_sampler, resolve_auto
+from harness.evaluation.sampling.base import GenerationSettings, PolicyHandle
+from harness.evaluation.sampling.hf import HFSampler
 
 EOS, T = 4, 4
 PROMPTS = [[EOS, 0], [EOS, 2, 1, 3]]
 
 
 def test_get_sampler_names_and_auto(monkeypatch):
-    from harness.errors import UserError
+    from harness.core.errors import UserError
 
     assert get_sampler("hf").name == "hf"
     assert get_sampler("auto").name == "hf"          # no job size: never worth an engine start
     assert resolve_auto(AUTO_VLLM_MIN_TOKENS - 1) == "hf"
-    monkeypatch.setattr("harness.sampling.vllm_available", lambda: True)
+    monkeypatch.setattr("harness.evaluation.sampling.vllm_available", lambda: True)
     assert resolve_auto(AUTO_VLLM_MIN_TOKENS) == "vllm"
-    monkeypatch.setattr("harness.sampling.vllm_available", lambda: False)
+    monkeypatch.setattr("harness.evaluation.sampling.vllm_available", lambda: False)
     assert resolve_auto(10 ** 9) == "hf"
     with pytest.raises(UserError, match="--sampler"):
         get_sampler("vllm")
@@ -38,7 +38,7 @@ def test_get_sampler_names_and_auto(monkeypatch):
 @pytest.fixture(scope="module")
 def vllm_sampler():
     pytest.importorskip("vllm")
-    from harness.sampling.vllm import VLLMSampler
+    from harness.evaluation.sampling.vllm import VLLMSampler
 
     s = VLLMSampler()
     yield s
@@ -51,7 +51,7 @@ def five_token():
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    from harness.models import neutral_generation_config
+    from harness.training.models import neutral_generation_config
 
     tk = Tokenizer(models.WordLevel({"a": 0, "b": 1, "c": 2, "d": 3, "<|endoftext|>": 4}, unk_token="<|endoftext|>"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -67,7 +67,7 @@ def five_token():
 
 
 def _enumerate(model, prompt):
-    from harness.logprobs import batched_sequence_logps
+    from harness.training.logprobs import batched_sequence_logps
 
     comps = [list(s) + [EOS] for k in range(T) for s in itertools.product(range(4), repeat=k)]
     comps += [list(s) for s in itertools.product(range(4), repeat=T)]
@@ -137,9 +137,9 @@ def test_vllm_is_seeded_per_prompt(vllm_sampler, five_token):
 def test_greedy_vllm_equals_greedy_hf_on_the_suite_model(vllm_sampler):
     """The sentiment suite's architecture (4-layer GPT-2, width 128, byte-level BPE), fp32: greedy
     decoding through vLLM and through HF generate gives the same token sequences."""
-    from harness.datagen.reviews import generate_reviews
-    from harness.models import build_model, train_bpe_tokenizer
-    from harness.suite import PolicySpec
+    from harness.suites.reviews import generate_reviews
+    from harness.training.models import build_model, train_bpe_tokenizer
+    from harness.suites.spec import PolicySpec
 
     texts = generate_reviews(300, seed=0)
     tok = train_bpe_tokenizer(texts, 400)
@@ -165,7 +165,7 @@ def test_lora_adapter_through_vllm_and_merged_fallback(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from harness.sampling.vllm import VLLMSampler
+    from harness.evaluation.sampling.vllm import VLLMSampler
 
     vocab = {f"w{i}": i for i in range(31)} | {"<|endoftext|>": 31}
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))

@@ -199,8 +199,8 @@ def make_log_bridge(ctx, canonical: dict[str, Any], guards: dict[str, Any], on_s
     """
     from transformers import TrainerCallback
 
-    from harness.errors import Diverged
-    from harness.progress import progress
+    from harness.core.errors import Diverged
+    from harness.core.progress import progress
 
     nan_keys = list(guards.get("nan_keys", []))
     max_kl = guards.get("max_kl")

@@ -4,7 +4,7 @@ Pairs go in pre-tokenized (``chosen_ids``/``rejected_ids`` = prompt + completion
 no EOS added, nothing re-tokenized), so the reward model sees exactly the token ids the harness
 scores and PPO generates. Loss: −log σ(r(x, y_w) − r(x, y_l)) (Bradley–Terry), as in TRL.
 Held-out accuracy is *not* taken from TRL (its ``eval_accuracy`` is a mean of per-batch means); the
-caller scores the held-out pairs itself (:mod:`harness.reward_model`).
+caller scores the held-out pairs itself (:mod:`harness.training.reward_model`).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def train_reward_model(model, tokenizer, chosen: Sequence[Sequence[int]], reject
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from harness.adapters import hide_vllm_from_trl
-    from harness.progress import progress
+    from harness.core.progress import progress
 
     hide_vllm_from_trl()
     from trl import RewardConfig, RewardTrainer

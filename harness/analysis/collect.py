@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from harness.hashing import canonical_json
-from harness.report import varying_hyperparameters
-from harness.results import ResultsStore, read_json
+from harness.core.hashing import canonical_json
+from harness.analysis.report import varying_hyperparameters
+from harness.execution.results import ResultsStore, read_json
 
 REFERENCE = "reference"
 # per-prompt columns read from samples.parquet (mean over the samples of a prompt)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from harness import stats
+from harness.core import stats
 from harness.analysis.collect import Block
 from harness.analysis.options import Options
 from harness.analysis.summary import PAIRED, GroupStats

@@ -1,7 +1,7 @@
 """Fabricated run folders with known structure, for tests and the analysis benchmark.
 
 ``write_fake_sweep`` writes config.json, metrics.json, train_log.jsonl and samples.parquet in the
-results layout of ``harness.runner`` without training anything: per-prompt difficulty shared by all
+results layout of ``harness.execution.runner`` without training anything: per-prompt difficulty shared by all
 runs (as the real suites share their evaluation prompts), a per-group gain, a per-seed offset, and
 a KL that grows as β shrinks. The numbers are a toy model, not a simulation of DPO.
 """
@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness.hashing import content_hash
-from harness.results import STORE_MARKER, write_json
+from harness.core.hashing import content_hash
+from harness.execution.results import STORE_MARKER, write_json
 
 VERSIONS = {"python": "3.11.7", "numpy": "2.4.6", "pandas": "3.1.1", "scipy": "1.17.1", "torch": "2.13.0+cpu",
             "transformers": "5.19.0", "trl": "1.12.0"}

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from harness import stats
+from harness.core import stats
 from harness.analysis.collect import REFERENCE, Block
 from harness.analysis.options import Options
 from harness.analysis.summary import GroupStats

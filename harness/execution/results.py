@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from harness.errors import UserError
-from harness.suite import NAME_RE
+from harness.core.errors import UserError
+from harness.suites.spec import NAME_RE
 
 STORE_MARKER = ".prefbench-results"
 LAYOUT_VERSION = 1

@@ -3,7 +3,7 @@
 Every engine has the same semantics: ancestral sampling at the given temperature with no top-k or
 top-p truncation, stopping at EOS (kept as the last completion token) or at ``max_new_tokens``
 (then ``finished`` is False: the sample was truncated). Log-probabilities are never taken from a
-sampler: scoring is :mod:`harness.logprobs`' job.
+sampler: scoring is :mod:`harness.training.logprobs`' job.
 """
 from __future__ import annotations
 

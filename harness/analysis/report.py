@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import stats
-from harness.hashing import canonical_json
-from harness.results import ResultsStore, read_json
+from harness.core import stats
+from harness.core.hashing import canonical_json
+from harness.execution.results import ResultsStore, read_json
 
 COLUMNS = ["suite", "algorithm", "variant", "hyperparameters", "n_seeds", "n_failed", "n_diverged", "gold_reward",
            "gold_reward_std",

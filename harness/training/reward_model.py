@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.config import hp
+from harness.core.config import hp
 
 RM_FORMAT = 1  # bump when the build changes what a cached reward model holds
 
@@ -87,7 +87,7 @@ _LOADED: dict[str, RewardModel] = {}
 
 
 def reward_model_key(art, seed: int, settings: dict) -> dict:
-    from harness.hashing import content_hash
+    from harness.core.hashing import content_hash
 
     return {"rm_format": RM_FORMAT, "reference": art.reference_hash, "pairs": content_hash(art.pairs_key),
             "max_length": art.suite.policy.max_length, "seed": int(seed), "rm": dict(settings)}
@@ -143,7 +143,7 @@ def _build(art, seed: int, s: dict, out: Path) -> None:
     import pandas as pd
     import torch
 
-    from harness import seeds
+    from harness.core import seeds
     from harness.adapters import quiet_transformers, trainer_tokenizer
     from harness.adapters.trl_reward import train_reward_model, trl_version
 

@@ -25,11 +25,11 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from harness import faults, seeds
-from harness.errors import UserError
-from harness.hashing import content_hash, non_default
-from harness.progress import progress
-from harness.suite import PresetSpec, Suite
+from harness.core import faults, seeds
+from harness.core.errors import UserError
+from harness.core.hashing import content_hash, non_default
+from harness.core.progress import progress
+from harness.suites.spec import PresetSpec, Suite
 
 ARTIFACT_FORMAT = 1  # bump when the layout or the build code changes what an artifact holds
 
@@ -75,7 +75,7 @@ class ArtifactCache:
 def load_corpus(suite: Suite) -> list[str]:
     d = suite.data
     if d.kind == "synthetic_reviews":
-        from harness.datagen.reviews import generate_reviews
+        from harness.suites.reviews import generate_reviews
 
         return generate_reviews(d.n_documents, seeds.derive(suite.seed, "corpus"))
     if d.kind == "text_file":
@@ -150,7 +150,7 @@ class SuiteArtifacts:
     # ------------------------------------------------------------------ keys
     def _generator_version(self) -> int:
         if self.suite.data.kind == "synthetic_reviews":
-            from harness.datagen.reviews import GENERATOR_VERSION
+            from harness.suites.reviews import GENERATOR_VERSION
 
             return GENERATOR_VERSION
         return 0
@@ -188,7 +188,7 @@ class SuiteArtifacts:
     @property
     def sampler(self):
         if self._sampler is None:
-            from harness.sampling import get_sampler
+            from harness.evaluation.sampling import get_sampler
 
             self._sampler = get_sampler("hf")
         return self._sampler
@@ -199,7 +199,7 @@ class SuiteArtifacts:
 
     @cached_property
     def judge(self):
-        from harness.judges import make_judge
+        from harness.evaluation.judges import make_judge
 
         return make_judge(self.suite.judge, cache_root=self.cache.root.parent)
 
@@ -217,7 +217,7 @@ class SuiteArtifacts:
         return AutoTokenizer.from_pretrained(str(self.reference_dir))
 
     def load_reference(self):
-        from harness.models import load_policy
+        from harness.training.models import load_policy
 
         model, _ = load_policy(self.reference_dir, self.suite.policy.trust_remote_code)
         return model
@@ -283,8 +283,8 @@ class SuiteArtifacts:
 
     # ------------------------------------------------------------------ builders
     def _build_reference(self, out: Path) -> None:
-        from harness.models import build_model, load_tokenizer, save_policy, train_bpe_tokenizer
-        from harness.pretrain import train_causal_lm
+        from harness.training.models import build_model, load_tokenizer, save_policy, train_bpe_tokenizer
+        from harness.training.pretrain import train_causal_lm
 
         s = self.suite
         train_docs, _ = self.corpus
@@ -302,14 +302,14 @@ class SuiteArtifacts:
 
     def _build_pairs(self, out: Path) -> None:
         if self.suite.pairs.kind == "file":
-            from harness.pairs import read_pairs_file
+            from harness.suites.pairs import read_pairs_file
 
             df = read_pairs_file(self.suite.resolve_path(self.suite.pairs.path), self.tokenizer,
                                  self.suite.policy.max_length, self.suite.seed)
             df.to_parquet(out / "pairs.parquet")
             return
-        from harness.pairs import label_pairs
-        from harness.sampling.base import GenerationSettings, PolicyHandle
+        from harness.suites.pairs import label_pairs
+        from harness.evaluation.sampling.base import GenerationSettings, PolicyHandle
 
         s = self.suite
         prompts = make_prompts(self.corpus[0], s, self.preset.train_prompts, "train")
@@ -328,7 +328,7 @@ class SuiteArtifacts:
         label_pairs(samples, s.pairs, seeds.derive(s.seed, "labels")).to_parquet(out / "pairs.parquet")
 
     def _build_ref_logps(self, pairs: pd.DataFrame, out: Path) -> None:
-        from harness.logprobs import batched_sequence_logps
+        from harness.training.logprobs import batched_sequence_logps
 
         model, pad, L = self.reference_model, self.tokenizer.pad_token_id, self.suite.policy.max_length
         P = pairs.prompt_ids.tolist()
@@ -340,7 +340,7 @@ class SuiteArtifacts:
         pd.DataFrame({"ref_chosen_logp": c, "ref_rejected_logp": r}).to_parquet(out / "ref_logps.parquet")
 
     def _build_baseline(self, out: Path) -> None:
-        from harness.sampling.base import GenerationSettings, PolicyHandle
+        from harness.evaluation.sampling.base import GenerationSettings, PolicyHandle
 
         s = self.suite
         ev = s.evaluation
@@ -349,7 +349,7 @@ class SuiteArtifacts:
                                    GenerationSettings(ev.max_new_tokens, ev.temperature, ev.batch_size),
                                    seed=seeds.derive(s.seed, "baseline-sampling"), desc="sampling π_SFT baseline")
         prompts = self.eval_prompts
-        from harness.judges import is_pairwise
+        from harness.evaluation.judges import is_pairwise
 
         if is_pairwise(self.judge):  # a pairwise judge has no scalar reward; it judges win rates only
             rewards = np.full(len(comp.texts), np.nan)

@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 import yaml
 
-from harness.config import build, hp
-from harness.errors import UserError
+from harness.core.config import build, hp
+from harness.core.errors import UserError
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -92,7 +92,7 @@ class EvalSpec:
 
 @dataclasses.dataclass
 class JudgeSpec:
-    """The suite's judge (harness/judges). ``vader``: the gold reward, VADER compound sentiment in [-1, 1].
+    """The suite's judge (harness/evaluation/judges). ``vader``: the gold reward, VADER compound sentiment in [-1, 1].
     ``reward_model``: any HF sequence-classification model with one output (local path or hub id).
     ``llm_pairwise``: a pairwise LLM judge behind any OpenAI-compatible chat endpoint (``vllm serve``,
     hosted APIs); it compares two completions and has no scalar score, so it judges win rates only."""
@@ -105,7 +105,7 @@ class JudgeSpec:
     max_length: int = hp(512, "reward_model: truncate texts to this many tokens", ge=8)
     base_url: str | None = hp(None, "llm_pairwise: endpoint root, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str | None = hp("OPENAI_API_KEY", "llm_pairwise: environment variable holding the API key (optional)")
-    prompt_version: str = hp("dpo-c-v1", "llm_pairwise: versioned comparison prompt (harness/judges/llm.py)")
+    prompt_version: str = hp("dpo-c-v1", "llm_pairwise: versioned comparison prompt (harness/evaluation/judges/llm.py)")
     temperature: float = hp(0.0, "llm_pairwise: judge sampling temperature", ge=0)
     max_tokens: int = hp(128, "llm_pairwise: longest judge reply", ge=1)
     timeout_s: float = hp(60.0, "llm_pairwise: HTTP timeout per request", gt=0)

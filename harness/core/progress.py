@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from tqdm.auto import tqdm
 
@@ -9,3 +10,7 @@ from tqdm.auto import tqdm
 def progress(total=None, desc: str = "", unit: str = "it", **kw):
     disable = os.environ.get("PREFBENCH_QUIET") == "1"
     return tqdm(total=total, desc=desc, unit=unit, disable=disable, leave=False, dynamic_ncols=True, **kw)
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

@@ -1355,7 +1355,7 @@ def frontier_bootstrap(kl, reward, group, budgets, kl_max, reward_floor, n_resam
 
 
 # ---------------------------------------------------------------------------
-# benchmark (python -m harness.stats)
+# benchmark (python -m harness.core.stats)
 # ---------------------------------------------------------------------------
 
 def _benchmark():

@@ -2,11 +2,11 @@
 
 - **Scalar judges** return one score per (prompt, completion): ``.score(prompts, completions) -> ndarray``.
   ``vader`` (the gold reward of the embedded suites) and ``reward_model`` (any HF sequence-classification
-  model with one output, :mod:`harness.judges.reward_model`). A win rate under a scalar judge compares
+  model with one output, :mod:`harness.evaluation.judges.reward_model`). A win rate under a scalar judge compares
   two scores (ties ½, metrics.md §3.1).
 - **Pairwise judges** compare two completions of the same prompt:
   ``.compare(prompts, completions_a, completions_b) -> PairwiseResult``. ``llm_pairwise``
-  (:mod:`harness.judges.llm`): an LLM behind any OpenAI-compatible chat endpoint, asked in both
+  (:mod:`harness.evaluation.judges.llm`): an LLM behind any OpenAI-compatible chat endpoint, asked in both
   orders, with inconsistent or unparseable verdicts counted and scored as ties.
 
 Every judge has ``.identity`` (a dict stored with every score and win rate). :func:`pairwise_win_scores`
@@ -20,7 +20,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from harness.suite import JudgeSpec
+from harness.suites.spec import JudgeSpec
 
 
 class RewardJudge(Protocol):
@@ -55,14 +55,14 @@ def is_pairwise(judge) -> bool:
 def make_judge(spec: JudgeSpec, cache_root: Path | None = None):
     """The judge a suite's ``judge:`` section describes. ``cache_root``: where the LLM judge keeps its
     verdict cache when the spec names no ``cache_dir`` (the runner passes its artifact cache)."""
-    from harness.errors import UserError
+    from harness.core.errors import UserError
 
     if spec.kind == "vader":
         return VaderJudge(spec.target)
     if spec.kind == "reward_model":
         if not spec.model:
             raise UserError("judge", "model", "kind reward_model needs a model (hub id or local path)")
-        from harness.judges.reward_model import RewardModelJudge
+        from harness.evaluation.judges.reward_model import RewardModelJudge
 
         return RewardModelJudge(spec.model, target=spec.target, trust_remote_code=spec.trust_remote_code,
                                 batch_size=spec.batch_size, max_length=spec.max_length)
@@ -70,7 +70,7 @@ def make_judge(spec: JudgeSpec, cache_root: Path | None = None):
         for field in ("model", "base_url"):
             if not getattr(spec, field):
                 raise UserError("judge", field, f"kind llm_pairwise needs {field}")
-        from harness.judges.llm import PairwiseLLMJudge, default_cache_dir
+        from harness.evaluation.judges.llm import PairwiseLLMJudge, default_cache_dir
 
         return PairwiseLLMJudge(spec.model, spec.base_url, prompt_version=spec.prompt_version,
                                 temperature=spec.temperature, max_tokens=spec.max_tokens,
@@ -86,7 +86,7 @@ def pairwise_win_scores(judge, prompts: Sequence[str], policy_completions: Seque
     ½ tie, 0 loss) under any judge, and a dict for metrics.json: the judge's identity, W/T/L and, for a
     pairwise judge, its order-consistency counters. The reference can be π_SFT samples, the dataset's
     chosen responses or another run's completions (:func:`completions_from_run`)."""
-    from harness import stats
+    from harness.core import stats
 
     if not (len(prompts) == len(policy_completions) == len(reference_completions)):
         raise ValueError("prompts, policy and reference completions differ in length")

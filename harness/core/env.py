@@ -43,7 +43,7 @@ def hardware() -> dict:
 
 def git_commit() -> str | None:
     try:
-        root = Path(__file__).resolve().parent.parent
+        root = Path(__file__).resolve().parents[2]
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                               timeout=5).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):

@@ -1,4 +1,4 @@
-"""Samplers: one interface (:class:`harness.sampling.base.Sampler`), one module per engine.
+"""Samplers: one interface (:class:`harness.evaluation.sampling.base.Sampler`), one module per engine.
 
 ``hf`` is Hugging Face ``generate``; ``vllm`` is vLLM (optional: ``requirements-vllm.txt``); ``auto``
 picks vLLM when it is installed and the job is large enough to repay the engine's start-up
@@ -6,7 +6,7 @@ picks vLLM when it is installed and the job is large enough to repay the engine'
 """
 from __future__ import annotations
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 BACKENDS = ("hf", "vllm", "auto")
 
@@ -22,7 +22,7 @@ AUTO_VLLM_MIN_TOKENS = 50_000
 
 
 def vllm_available() -> bool:
-    from harness.sampling.vllm import available
+    from harness.evaluation.sampling.vllm import available
 
     return available()
 
@@ -40,14 +40,14 @@ def get_sampler(name: str, where: str = "--sampler", job_tokens: int | None = No
     if name == "auto":
         name = resolve_auto(job_tokens)
     if name == "hf":
-        from harness.sampling.hf import HFSampler
+        from harness.evaluation.sampling.hf import HFSampler
 
         return HFSampler()
     if name == "vllm":
         if not vllm_available():
             raise UserError(where, name, "vLLM is not installed; install the extra: "
                             "pip install -r requirements-vllm.txt (CPU) or pip install vllm (GPU)")
-        from harness.sampling.vllm import VLLMSampler
+        from harness.evaluation.sampling.vllm import VLLMSampler
 
         return VLLMSampler()
     raise UserError(where, name, f"unknown sampler; allowed: {', '.join(BACKENDS)}")

@@ -4,16 +4,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harness.progress import progress
-from harness.suite import ReferenceSpec
+from harness.core.progress import progress
+from harness.suites.spec import ReferenceSpec
 
 
 def train_causal_lm(model, tokenizer, docs: list[str], spec: ReferenceSpec, steps: int, max_length: int,
                     seed: int) -> list[dict]:
     """Next-token training on ``<eos> doc <eos>`` sequences so the model learns to start and to stop.
     Returns the step log (loss per step)."""
-    from harness.hparams import OptimConfig
-    from harness.training import make_optimizer
+    from harness.training.hparams import OptimConfig
+    from harness.training.loop import make_optimizer
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

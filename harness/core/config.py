@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
-from harness.errors import UserError
+from harness.core.errors import UserError
 
 _MISSING = dataclasses.MISSING
 

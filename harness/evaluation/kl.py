@@ -5,7 +5,7 @@ Per sequence, in nats, over completion tokens up to and including EOS (metrics.m
   definition, footnote 3; Rao–Blackwellised, lowest variance). The headline number.
 - ``kl_k1``: Σ_t log π(y_t|s_t) − log π_ref(y_t|s_t) (unbiased, high variance, can be negative).
 - ``kl_k3``: Σ_t (r_t − 1) − log r_t with r_t = π_ref/π at the sampled token (unbiased, ≥ 0).
-Both models are scored through :mod:`harness.logprobs` in fp32, never with a sampling engine's
+Both models are scored through :mod:`harness.training.logprobs` in fp32, never with a sampling engine's
 log-probabilities. Samples must come from π at temperature 1 with no top-k/top-p truncation.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from harness.logprobs import collate, completion_logits
+from harness.training.logprobs import collate, completion_logits
 
 
 @torch.no_grad()

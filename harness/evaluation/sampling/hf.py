@@ -5,8 +5,8 @@ from typing import Sequence
 
 import torch
 
-from harness.progress import progress
-from harness.sampling.base import Completions, GenerationSettings, PolicyHandle, finish_completions
+from harness.core.progress import progress
+from harness.evaluation.sampling.base import Completions, GenerationSettings, PolicyHandle, finish_completions
 
 
 class HFSampler:
@@ -17,7 +17,7 @@ class HFSampler:
                settings: GenerationSettings, seed: int, desc: str = "sampling") -> Completions:
         model = policy.model
         if model is None:
-            from harness.models import load_policy
+            from harness.training.models import load_policy
 
             model, _ = load_policy(policy.path)
         model.eval()

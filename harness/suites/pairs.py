@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.errors import UserError
-from harness.suite import PairSpec
+from harness.core.errors import UserError
+from harness.suites.spec import PairSpec
 
 VALID_FRACTION = 0.1  # share of prompts whose pairs are held out (reward-model / implicit-reward accuracy)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from harness.suite import PolicySpec, TokenizerSpec
+from harness.suites.spec import PolicySpec, TokenizerSpec
 
 EOS = "<|endoftext|>"
 

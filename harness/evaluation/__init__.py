@@ -1,0 +1,1 @@
+"""The one evaluation every policy gets: sampling, judging, KL and the run's metrics."""

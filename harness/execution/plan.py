@@ -1,0 +1,177 @@
+"""The plan: a request (suite, preset, algorithms, overrides, sweeps, seeds) resolved into runs.
+
+Everything a run depends on is resolved and validated here, before any compute: the suite, the
+preset, the algorithms and their hyperparameters (registry defaults < the preset's per-algorithm
+values < ``--set``). The run id is a hash of that resolved identity, so a finished run is found again
+and never recomputed unless forced.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from harness import registry
+from harness.core.errors import UserError
+from harness.core.hashing import content_hash
+from harness.suites.spec import Suite
+
+REFERENCE = "reference"
+
+
+@dataclass
+class RunSpec:
+    algorithm: str
+    config: Any
+    seed: int
+    variant: str
+    run_id: str
+    identity: dict
+
+    @property
+    def hyperparameters(self) -> dict:
+        return dataclasses.asdict(self.config)
+
+
+def parse_sets(items: list[str] | None, where: str = "--set") -> dict[str, dict[str, Any]]:
+    """``["dpo.beta=0.5", "sft.lr=1e-4"]`` -> ``{"dpo": {"beta": 0.5}, "sft": {"lr": 1e-4}}``."""
+    from harness.core.config import parse_scalar
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise UserError(where, item, "expected ALGORITHM.KEY=VALUE, e.g. dpo.beta=0.5")
+        key, value = item.split("=", 1)
+        algo, name = key.split(".", 1)
+        if not value:
+            raise UserError(where, item, "empty value")
+        out.setdefault(algo, {})[name] = parse_scalar(value)
+    return out
+
+
+def parse_sweeps(items: list[str] | None, where: str = "--sweep") -> dict[str, dict[str, list[Any]]]:
+    """``["dpo.beta=0.05,0.1,0.5"]`` -> ``{"dpo": {"beta": [0.05, 0.1, 0.5]}}``."""
+    from harness.core.config import parse_scalar
+
+    out: dict[str, dict[str, list[Any]]] = {}
+    for item in items or []:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise UserError(where, item, "expected ALGORITHM.KEY=V1,V2,..., e.g. dpo.beta=0.05,0.1,0.5")
+        key, values = item.split("=", 1)
+        algo, name = key.split(".", 1)
+        vals = [parse_scalar(v) for v in values.split(",") if v.strip() != ""]
+        if not vals:
+            raise UserError(where, item, "no values")
+        out.setdefault(algo, {})[name] = list(dict.fromkeys(vals))
+    return out
+
+
+def load_sweep_file(path: str) -> dict[str, Any]:
+    """A sweep YAML: ``algorithms``, ``seeds``, ``preset``, ``sweep`` ({algo.key: [values]}) and ``set``
+    ({algo.key: value}); every key optional, unknown keys rejected."""
+    import yaml
+
+    where = str(path)
+    try:
+        data = yaml.safe_load(open(path, encoding="utf-8").read())
+    except FileNotFoundError:
+        raise UserError(where, None, "sweep file not found") from None
+    except yaml.YAMLError as e:
+        raise UserError(where, None, f"YAML syntax error: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise UserError(where, None, "a sweep file must be a YAML mapping")
+    allowed = {"algorithms", "seeds", "preset", "sweep", "set"}
+    for k in data:
+        if k not in allowed:
+            raise UserError(where, str(k), f"unknown key; allowed: {', '.join(sorted(allowed))}")
+    out: dict[str, Any] = {}
+    if "algorithms" in data:
+        algos = data["algorithms"]
+        if not isinstance(algos, list) or not all(isinstance(a, str) for a in algos):
+            raise UserError(where, "algorithms", "expected a list of algorithm names")
+        out["algorithms"] = algos
+    if "seeds" in data:
+        seeds_ = data["seeds"]
+        if not isinstance(seeds_, list) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds_):
+            raise UserError(where, "seeds", "expected a list of non-negative integers")
+        out["seeds"] = seeds_
+    if "preset" in data:
+        out["preset"] = str(data["preset"])
+    for section, parse in (("sweep", True), ("set", False)):
+        block = data.get(section) or {}
+        if not isinstance(block, dict):
+            raise UserError(where, section, "expected a mapping of ALGORITHM.KEY to values")
+        items = []
+        for k, v in block.items():
+            if parse:
+                if not isinstance(v, list) or not v:
+                    raise UserError(where, f"{section}.{k}", "expected a non-empty list of values")
+                items.append(f"{k}=" + ",".join(yaml.safe_dump(x, default_flow_style=True).strip().removesuffix("...").strip() for x in v))
+            else:
+                items.append(f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}")
+        out[section] = items
+    return out
+
+
+def parse_seeds(text: str, where: str = "--seeds") -> list[int]:
+    try:
+        values = [int(s) for s in text.split(",") if s.strip() != ""]
+    except ValueError:
+        raise UserError(where, text, "expected comma-separated non-negative integers, e.g. 0,1,2") from None
+    if not values or any(v < 0 for v in values):
+        raise UserError(where, text, "expected comma-separated non-negative integers, e.g. 0,1,2")
+    return list(dict.fromkeys(values))
+
+
+def suite_identity(suite: Suite, preset_name: str) -> dict:
+    from harness.core.hashing import non_default
+
+    d = suite.as_dict()
+    d.pop("presets")
+    d.pop("description")
+    d["judge"] = non_default(suite.judge)
+    return {"suite": d, "preset_name": preset_name, "preset": dataclasses.asdict(suite.preset(preset_name))}
+
+
+def plan_runs(suite: Suite, preset_name: str, algorithms: list[str], seed_list: list[int],
+              overrides: dict[str, dict[str, Any]], sampler: str = "hf",
+              sweeps: dict[str, dict[str, list[Any]]] | None = None,
+              eval_checkpoints: int | None = None) -> list[RunSpec]:
+    """Every (algorithm, hyperparameter point, seed) to run. Each algorithm's swept keys form a grid
+    (their cross product); grids of different algorithms are independent; all are crossed with seeds."""
+    import itertools
+
+    preset = suite.preset(preset_name)
+    sweeps = sweeps or {}
+    names = list(dict.fromkeys([REFERENCE] + [a for a in algorithms if a != REFERENCE]))
+    specs = {a: registry.get(a) for a in names}
+    for flag, given in (("--set", overrides), ("--sweep", sweeps)):
+        for algo in given:
+            if algo not in specs:
+                registry.get(algo, flag)
+                raise UserError(flag, algo, f"algorithm not among --algorithms ({', '.join(names[1:])})")
+    for algo in preset.algorithms:
+        if algo not in {s.name for s in registry.all_specs()}:
+            raise UserError(f"{suite.path}: presets.{preset_name}.algorithms", algo, "unknown algorithm")
+    base = suite_identity(suite, preset_name)
+    if eval_checkpoints is not None:
+        base["preset"]["eval_checkpoints"] = eval_checkpoints
+    plan = []
+    for algo in names:
+        values = dict(preset.algorithms.get(algo, {}))
+        # preset values are checked on their own first, so a bad one names the suite file
+        specs[algo].make_config(values, f"{suite.path}: presets.{preset_name}.algorithms")
+        values.update(overrides.get(algo, {}))
+        specs[algo].make_config(values, "--set")
+        grid = sweeps.get(algo, {})
+        for point in itertools.product(*grid.values()):
+            config = specs[algo].make_config({**values, **dict(zip(grid, point))}, "--sweep" if grid else "--set")
+            variant = specs[algo].cls(config).variant()
+            for seed in seed_list:
+                identity = {**base, "algorithm": algo, "variant": variant,
+                            "hyperparameters": dataclasses.asdict(config), "seed": seed, "sampler": sampler}
+                run_id = f"{algo}-s{seed}-{content_hash(identity, 10)}"
+                plan.append(RunSpec(algo, config, seed, variant, run_id, identity))
+    return plan
+
+
