@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from harness import stats  # noqa: E402
+from harness.core import stats  # noqa: E402
 from harness.analysis.collect import HP_SYMBOLS, REFERENCE, Block, count_text  # noqa: E402
 from harness.analysis.options import Options  # noqa: E402
 
