@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 from harness.core.errors import UserError
+from harness.evaluation.sampling import DEFAULT_SAMPLER
 
 DEFAULT_RESULTS = Path(os.environ.get("PREFBENCH_RESULTS", Path(__file__).resolve().parent.parent / "results"))
 EXIT_USAGE, EXIT_RUN_FAILED = 2, 1
@@ -43,63 +44,35 @@ def cmd_list(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from harness import registry
+    from harness.execution.plan import Request, make_plan
     from harness.execution.results import ResultsStore
-    from harness.execution.plan import load_sweep_file, parse_seeds, parse_sets, parse_sweeps, plan_runs
-    from harness.suites.spec import load_suite
 
-    # everything is validated before any compute or write
+    # the request travels one way: flags -> plan (validated, before any compute or write) -> execute
     if args.checkpoint_every < 0:
         raise UserError("--checkpoint-every", str(args.checkpoint_every), "must be >= 0")
-    sweep_file = load_sweep_file(args.sweep_file) if args.sweep_file else {}
-    suite = load_suite(args.suite)
-    preset = args.preset or sweep_file.get("preset") or "smoke"
-    suite.preset(preset, "--preset" if args.preset else f"{args.sweep_file}: preset")
-    if args.algorithms:
-        algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
-    else:
-        algorithms = sweep_file.get("algorithms") or ["sft", "dpo"]
-    if not algorithms:
-        raise UserError("--algorithms", args.algorithms, "no algorithm named")
-    for a in algorithms:
-        registry.get(a)
-    if args.seeds:
-        seed_list = parse_seeds(args.seeds)
-    else:
-        seed_list = sweep_file.get("seeds") or [0]
-    sets = parse_sets(sweep_file.get("set", []), f"{args.sweep_file}: set")
-    for algo, vals in parse_sets(args.set).items():
-        sets.setdefault(algo, {}).update(vals)
-    sweeps = parse_sweeps(sweep_file.get("sweep", []), f"{args.sweep_file}: sweep")
-    for algo, grid in parse_sweeps(args.sweep).items():
-        sweeps.setdefault(algo, {}).update(grid)
-    from harness.evaluation.sampling import get_sampler
-
-    ev = suite.evaluation
-    # `auto` resolves here, so config.json and the run id record the engine that actually samples
-    sampler = get_sampler(args.sampler, job_tokens=suite.preset(preset).eval_prompts * ev.samples_per_prompt
-                          * ev.max_new_tokens)
-    plan = plan_runs(suite, preset, algorithms, seed_list, sets, sampler.name, sweeps, args.eval_checkpoints)
-    args.preset = preset
+    plan = make_plan(Request(suite=args.suite, preset=args.preset, algorithms=args.algorithms, seeds=args.seeds,
+                             sets=args.set, sweeps=args.sweep, sweep_file=args.sweep_file,
+                             eval_checkpoints=args.eval_checkpoints, sampler=args.sampler))
     store = ResultsStore(args.results)
     store.prepare()
 
     _set_threads()
-    from harness.execution.artifacts import SuiteArtifacts
-    from harness.analysis.report import load_runs, render, summary_table
     from harness.core.progress import say
+    from harness.execution.artifacts import SuiteArtifacts
     from harness.execution.runner import execute
-    art = SuiteArtifacts(suite, args.preset, _cache_dir(Path(args.results)), sampler)
+
+    art = SuiteArtifacts(plan.suite, plan.preset, _cache_dir(Path(args.results)), plan.sampler)
     try:
-        counts = execute(plan, art, store, force=args.force, save_every=args.checkpoint_every)
+        counts = execute(plan.runs, art, store, force=args.force, save_every=args.checkpoint_every)
     finally:
-        getattr(sampler, "close", lambda: None)()
+        getattr(plan.sampler, "close", lambda: None)()
     if art.built:
         say(f"built suite artifacts: {', '.join(art.built)}")
     else:
         say("suite artifacts reused from the cache")
-    table = summary_table(load_runs(args.results, suite.name, {r.run_id for r in plan}))
-    print(render(table, "md"), end="")
+    from harness.analysis import headline
+
+    print(headline(Path(args.results), plan.suite.name, {r.run_id for r in plan.runs}, "md"), end="")
     say(", ".join(f"{v} {k}" for k, v in counts.items() if v))
     if counts["busy"]:
         say(f"{counts['busy']} run(s) were in progress in another process; run again to include them.")
@@ -110,25 +83,23 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from harness.analysis.report import load_runs, render, summary_table
+    from harness.analysis import build_report, headline
+    from harness.execution.results import ResultsStore
 
     if not Path(args.results).is_dir():
         raise UserError("--results", str(args.results), "no such results folder")
-    runs = load_runs(args.results, args.suite)
-    if runs.empty:
+    if not any(ResultsStore(args.results).iter_runs(args.suite)):
         raise UserError("--results", str(args.results), f"no finished runs{' for suite ' + args.suite if args.suite else ''}")
+    if args.kl_bound <= 0:
+        raise UserError("--kl-bound", str(args.kl_bound), "must be > 0")
+    if args.resamples < 100:
+        raise UserError("--resamples", str(args.resamples), "must be >= 100")
+    opts = dict(kl_bound=args.kl_bound, n_resamples=args.resamples, select_split=args.select_split)
     if args.dir:
-        from harness.analysis import build_report
-
-        if args.kl_bound <= 0:
-            raise UserError("--kl-bound", str(args.kl_bound), "must be > 0")
-        if args.resamples < 100:
-            raise UserError("--resamples", str(args.resamples), "must be >= 100")
-        out = build_report(Path(args.results), args.suite, Path(args.dir), kl_bound=args.kl_bound,
-                           n_resamples=args.resamples)
+        out = build_report(Path(args.results), args.suite, Path(args.dir), **opts)
         print(f"report written to {out}")
         return 0
-    text = render(summary_table(runs), args.format)
+    text = headline(Path(args.results), args.suite, None, args.format, **opts)
     if args.out:
         Path(args.out).write_text(text)
     else:
@@ -185,9 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--eval-checkpoints", type=int, default=None, metavar="N",
                     help="evaluate N times along training as well as at the end (default: the preset's)")
     pr.add_argument("--results", default=str(DEFAULT_RESULTS), help=f"results folder (default: {DEFAULT_RESULTS})")
-    pr.add_argument("--sampler", default="hf",
+    pr.add_argument("--sampler", default=DEFAULT_SAMPLER,
                     help="sampling engine: hf | vllm | auto (vLLM when installed and the evaluation generates "
-                         ">= 50,000 tokens, enough to repay its start-up; default: hf)")
+                         f">= 50,000 tokens, enough to repay its start-up; default: {DEFAULT_SAMPLER})")
     pr.add_argument("--force", action="store_true", help="recompute runs that already finished")
     pr.add_argument("--checkpoint-every", type=int, default=50, metavar="STEPS",
                     help="save a resumable checkpoint of native training every STEPS optimizer steps; a killed "
@@ -195,8 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_run)
 
     rp = sub.add_parser("report", help="comparison table over finished runs",
-                        description="One row per (suite, algorithm, hyperparameters) aggregated over seeds, with "
-                                    "the π_SFT reference row; win-rate CIs bootstrap seeds and prompts.")
+                        description="One block per comparable configuration (suite and version, preset, π_SFT, "
+                                    "pairs and baseline artifacts, sampler, judge); in it one row per (algorithm, "
+                                    "variant, hyperparameters) over seeds, with the π_SFT reference row. Raw and "
+                                    "length-controlled win rates with CIs (seeds, then prompts), length, truncation "
+                                    "and KL side by side.")
     rp.add_argument("--results", default=str(DEFAULT_RESULTS), help=f"results folder (default: {DEFAULT_RESULTS})")
     rp.add_argument("--suite", default=None, help="only this suite")
     rp.add_argument("--format", default="md", choices=["md", "latex", "csv"], help="table format (default: md)")
@@ -205,9 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write the full report folder instead: tables (md, LaTeX, CSV), plots (PNG, PDF: "
                          "reward-KL frontier, seed stability, sensitivity, training curves) and report.md")
     rp.add_argument("--kl-bound", type=float, default=50.0, metavar="NATS",
-                    help="failure criterion for --dir: a run whose KL exceeds this counts as failed (default: 50)")
+                    help="failure criterion: a run whose KL exceeds this counts as failed (default: 50)")
     rp.add_argument("--resamples", type=int, default=10000, metavar="N",
-                    help="bootstrap resamples for --dir confidence intervals (default: 10000)")
+                    help="bootstrap resamples for every confidence interval (default: 10000)")
+    rp.add_argument("--select-split", action="store_true",
+                    help="choose the best configurations (bold, †) and Pareto sets on one half of the evaluation "
+                         "prompts and report every number on the other half (default: both on all prompts, "
+                         "which biases the selected configuration upward; the tables say so)")
     rp.set_defaults(func=cmd_report)
     return p
 

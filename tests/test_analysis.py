@@ -391,12 +391,11 @@ def test_cli_report_dir_and_plain_table(sweep, tmp_path, capsys, monkeypatch):
     assert "report written to" in capsys.readouterr().out
     assert main(["report", "--results", str(sweep), "--format", "md"]) == 0
     out = capsys.readouterr().out
-    assert "| toy | dpo |" in out and "not ok (diverged)" in out and "⚠ torch" in out
-    from harness.analysis.report import COLUMNS, load_runs, summary_table
+    assert "| dpo β=0.5 ⚠ |" in out and "2/3 (1 diverged)" in out and "LC win rate" in out and "truncated" in out
+    from harness.analysis import comparison
 
-    t = summary_table(load_runs(sweep), n_resamples=50)
-    assert list(t.columns) == COLUMNS
-    assert t[t.hyperparameters == "beta=0.1"].n_diverged.iloc[0] == 1
+    t = comparison(sweep, n_resamples=50)
+    assert t[(t.algorithm == "dpo") & (t.hp_label == "β=0.1")].n_diverged.iloc[0] == 1
 
 
 def test_analysis_imports_no_torch():

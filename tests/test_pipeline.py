@@ -6,13 +6,14 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.analysis.report import load_runs, summary_table
+from harness.analysis import comparison
+from harness.execution.results import ResultsStore
 
 pytestmark = pytest.mark.slow
 
 
 def _rows(results):
-    t = summary_table(load_runs(results, "sentiment"))
+    t = comparison(results, "sentiment")
     return {r.algorithm: r for r in t.itertuples()}
 
 
@@ -32,9 +33,10 @@ def test_dpo_beats_the_reference_and_the_reference_has_zero_kl(smoke_results):
 
 
 def test_run_folders_hold_config_log_samples_and_metrics(smoke_results):
-    runs = load_runs(smoke_results, "sentiment")
-    assert set(runs.algorithm) == {"reference", "sft", "dpo"}
-    for path in runs.path:
+    paths = [str(p) for p in ResultsStore(smoke_results).iter_runs("sentiment")]
+    algos = {json.load(open(p + "/metrics.json"))["algorithm"]: p for p in paths}
+    assert set(algos) == {"reference", "sft", "dpo"}
+    for path in paths:
         cfg = json.load(open(path + "/config.json"))
         assert cfg["library_versions"]["torch"].startswith("2.13")
         assert cfg["variant"] in ("reference", "sft", "dpo") and "hyperparameters" in cfg
@@ -42,7 +44,7 @@ def test_run_folders_hold_config_log_samples_and_metrics(smoke_results):
         assert {"prompt", "completion", "gold_reward", "win", "kl", "kl_k1", "kl_k3", "length"} <= set(samples.columns)
         metrics = json.load(open(path + "/metrics.json"))
         assert metrics["status"] == "ok" and metrics["metrics"]["n_prompts"] == len(samples)
-    dpo_log = [json.loads(l) for l in open(runs[runs.algorithm == "dpo"].path.iloc[0] + "/train_log.jsonl")]
+    dpo_log = [json.loads(l) for l in open(algos["dpo"] + "/train_log.jsonl")]
     assert dpo_log and {"loss", "rewards/margin", "rewards/accuracy", "grad_norm"} <= set(dpo_log[-1])
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.analysis.report import load_runs, summary_table
+from harness.analysis import comparison
 from harness.execution.results import ResultsStore
 
 pytestmark = pytest.mark.slow
@@ -46,7 +46,7 @@ def mtimes(results: Path) -> dict:
 
 
 def table(results: Path) -> str:
-    return summary_table(load_runs(results, "tiny")).to_csv(index=False)
+    return comparison(results, "tiny").to_csv(index=False)
 
 
 @pytest.fixture(scope="module")

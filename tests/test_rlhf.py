@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -84,20 +85,130 @@ def test_position_hook_makes_a_left_padded_forward_match_the_unpadded_one(tiny_l
         torch.testing.assert_close(model(input_ids=padded, attention_mask=mask).logits[0, 2:], before)
 
 
-def test_best_of_n_kl_estimate_is_near_the_analytic_value_for_an_atomless_reference():
-    import numpy as np
+@pytest.mark.parametrize("n", [1, 2, 4, 8])
+def test_best_of_n_analytic_kl_is_the_exact_kl_over_an_atomless_reference(n):
+    """With scores U ~ Uniform(0, 1) under π_SFT (no atoms) the best of n has density n·u^(n−1), so
+    KL(π_bon‖π_SFT) = ∫ n u^(n−1) log(n u^(n−1)) du, integrated numerically here."""
+    from scipy import integrate
 
     from algorithms.best_of_n import analytic_kl
 
+    exact, err = integrate.quad(lambda u: n * u ** (n - 1) * math.log(n * u ** (n - 1)), 0, 1)
+    assert err < 1e-7 and analytic_kl(n) == pytest.approx(exact, abs=1e-7)
+
+
+def _best_of_n_draws(rng, draws, n, m):
+    """Scores of one best-of-n pick and of m fresh π_SFT samples per draw, uniform (atomless), and the
+    true log density ratio of each pick, log n + (n−1)·log U (its mean over picks is the exact KL)."""
+    chosen = rng.random((draws, n)).max(1)
+    fresh = rng.random((draws, m))
+    return chosen, fresh, math.log(n) + (n - 1) * np.log(chosen)
+
+
+def test_rank_kl_estimate_has_the_expectation_derived_for_it_and_converges_to_the_exact_kl():
+    """The production estimator, on best-of-4 over an atomless π_SFT where the KL is known exactly.
+    Each draw is compared with the true log-ratio of the same pick (paired: the pick-to-pick variance
+    cancels, so the tolerances are tight). M = 16 (the default): the mean error is the estimator's
+    known bias, E[est] − KL = (n−1)·E[log((1+R)/(M+1)) − log U] with R ~ BetaBinomial(M, n, 1)
+    (R | U ~ Binomial(M, U), U ~ Beta(n, 1)): +0.0304 nats, the documented "about +0.03".
+    M = 1024: estimate and true log-ratio agree pick by pick, and the mean is the exact KL."""
+    from scipy import stats
+
+    from algorithms.best_of_n import analytic_kl, rank_kl_estimate
+
     rng = np.random.default_rng(0)
-    n, m, prompts = 4, 16, 20000
-    r = rng.normal(size=(prompts, n + m))  # continuous rewards of π_SFT samples: no atoms
-    best = r[:, :n].max(1)
-    rank = (r[:, n:] <= best[:, None]).sum(1)
-    est = np.log(n) + (n - 1) * np.log((1 + rank) / (m + 1))
-    assert analytic_kl(n) == pytest.approx(math.log(4) - 0.75)
-    assert 0 < est.mean() - analytic_kl(n) < 0.06  # conservative by a little, as documented
-    assert est.max() <= math.log(n) + 1e-12
+    n = 4
+    r = np.arange(17)
+    bias_16 = (n - 1) * (stats.betabinom(16, n, 1).pmf(r) * np.log((1 + r) / 17)).sum() + (n - 1) / n
+    chosen, fresh, true_lr = _best_of_n_draws(rng, 200_000, n, 16)
+    est = rank_kl_estimate(chosen, fresh, n)
+    assert abs(true_lr.mean() - analytic_kl(n)) < 0.01  # the paired target's mean is the exact KL (s.e. 0.002)
+    err = est - true_lr
+    se = err.std(ddof=1) / math.sqrt(len(err))
+    assert abs(err.mean() - bias_16) < 4 * se, (err.mean(), bias_16, se)
+    chosen, fresh, true_lr = _best_of_n_draws(rng, 10_000, n, 1024)
+    est = rank_kl_estimate(chosen, fresh, n)
+    err = est - true_lr
+    assert np.sqrt((err ** 2).mean()) < 0.1  # per pick: F̂(y) → F(y)
+    assert abs(est.mean() - true_lr.mean()) < 0.003  # bias 0.0005 at M = 1024, paired s.e. ≈ 0.0005
+    assert abs(est.mean() - analytic_kl(n)) < 4 * est.std(ddof=1) / math.sqrt(len(est))
+
+
+def test_rank_kl_estimate_counts_ties_as_at_most_and_handles_n_1_and_no_fresh_samples():
+    from algorithms.best_of_n import rank_kl_estimate
+
+    chosen = np.array([1.0, 1.0, -5.0, 9.0])
+    fresh = np.array([[0.0, 1.0, 1.0, 2.0],   # 3 of 4 at most 1.0 (two ties): F̂ = 4/5
+                      [2.0, 2.0, 3.0, 4.0],   # none: F̂ = 1/5
+                      [-5.0, -5.0, -5.0, -5.0],  # all tied: F̂ = 1
+                      [0.0, 1.0, 2.0, 3.0]])  # all below: F̂ = 1
+    want = math.log(3) + 2 * np.log(np.array([4, 1, 5, 5]) / 5)
+    np.testing.assert_allclose(rank_kl_estimate(chosen, fresh, 3), want, rtol=0, atol=1e-12)
+    assert np.array_equal(rank_kl_estimate(chosen, fresh, 1), np.zeros(4))  # best-of-1 is π_SFT
+    assert np.isnan(rank_kl_estimate(chosen, np.zeros((4, 0)), 3)).all()  # kl_samples = 0: not measured
+    with pytest.raises(ValueError):
+        rank_kl_estimate(chosen, fresh[:3], 3)
+
+
+def test_best_of_n_evaluation_picks_the_top_candidate_and_reports_its_kl_as_an_estimate(tiny_lm):
+    """Through evaluate_policy at T = 0.7 on the tiny model, with a reward model that scores token ids:
+    each evaluation sample is its group's top-scored candidate, its KL is rank_kl_estimate against
+    the prompt's fresh samples (never the candidates), ref_logp is log π_SFT at T, and the metrics say
+    the KL is an estimate, at temperature 0.7, with the analytic bound as a separate fact."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from algorithms.best_of_n import BestOfNPolicy, analytic_kl, rank_kl_estimate
+    from harness.evaluation.evaluate import evaluate_policy
+    from harness.evaluation.sampling.hf import HFSampler
+    from harness.suites.spec import EvalSpec
+    from harness.training.logprobs import batched_sequence_logps
+
+    make, tok = tiny_lm
+    ref = make(3)
+    prompts = [[4, 0], [4, 2, 1, 3]]
+
+    class TokenRM:  # distinct completions score differently; equal ones tie
+        def score(self, rows, token_ids, batch_size=64):
+            return np.array([sum((t + 1) * 6.0 ** -i for i, t in enumerate(ids)) for ids in token_ids])
+
+    class RecordingSampler(HFSampler):
+        def sample(self, *args, **kwargs):
+            self.last = super().sample(*args, **kwargs)
+            return self.last
+
+    def run(n, m, spp=3):
+        ev = EvalSpec(max_new_tokens=4, temperature=0.7, samples_per_prompt=spp, batch_size=64)
+        rows = len(prompts) * spp
+        baseline = pd.DataFrame({"prompt_index": np.arange(rows) // spp, "sample_index": np.arange(rows) % spp,
+                                 "completion": ["a"] * rows, "length": np.ones(rows, dtype=int),
+                                 "gold_reward": np.zeros(rows)})
+        art = SimpleNamespace(suite=SimpleNamespace(evaluation=ev, policy=SimpleNamespace(max_length=None)),
+                              sampler=RecordingSampler(), tokenizer=tok, reference_model=ref, reference_dir=None,
+                              eval_prompts=["p0", "p1"], eval_prompt_ids=prompts, baseline=baseline,
+                              judge=SimpleNamespace(identity={"judge": "len"},
+                                                    score=lambda p, texts: np.array([len(t) for t in texts], float)))
+        samples, met = evaluate_policy(BestOfNPolicy(TokenRM(), n, m), art, seed=0, n_resamples=50)
+        return art.sampler.last, samples, met
+
+    n, m, spp = 4, 8, 3
+    raw, samples, met = run(n, m, spp)
+    scores = TokenRM().score(None, raw.token_ids)
+    k = spp * n + m
+    pick = np.array([p * k + j * n + int(np.argmax(scores[p * k + j * n: p * k + (j + 1) * n]))
+                     for p in range(len(prompts)) for j in range(spp)])
+    assert [list(t) for t in samples.completion_ids] == [raw.token_ids[i] for i in pick]
+    fresh = np.stack([scores[p * k + spp * n: (p + 1) * k] for p in range(len(prompts)) for _ in range(spp)])
+    np.testing.assert_array_equal(samples.kl.to_numpy(), rank_kl_estimate(scores[pick], fresh, n))
+    assert samples.kl_k1.isna().all() and samples.kl_k3.isna().all()
+    ref_t = batched_sequence_logps(ref, [prompts[i] for i in samples.prompt_index],
+                                   [raw.token_ids[i] for i in pick], tok.pad_token_id, temperature=0.7).double().numpy()
+    np.testing.assert_allclose(samples.ref_logp.to_numpy(), ref_t, rtol=0, atol=1e-9)
+    assert met["kl_kind"] == "estimate" and met["kl_temperature"] == 0.7
+    assert met["kl_upper_bound"] == analytic_kl(n) and met["kl_upper_bound_kind"] == "bound"
+    _, samples1, met1 = run(1, 0)  # best-of-1 is π_SFT: its KL of 0 is exact
+    assert (samples1.kl == 0).all() and met1["kl_kind"] == "exact"
 
 
 def test_list_algorithms_shows_each_rlhf_algorithm_with_its_hyperparameters(capsys):
@@ -164,7 +275,7 @@ def _ok(runs, algo):
 
 @pytest.mark.slow
 def test_every_rlhf_algorithm_runs_end_to_end_and_reports_a_row(rlhf_results):
-    from harness.analysis.report import load_runs, summary_table
+    from harness.analysis import comparison
 
     results, runs = rlhf_results
     for algo in SETS:
@@ -173,7 +284,7 @@ def test_every_rlhf_algorithm_runs_end_to_end_and_reports_a_row(rlhf_results):
         assert met["n_prompts"] == 128 and math.isfinite(met["gold_reward"]) and 0 <= met["win_rate"] <= 1
         assert math.isfinite(met["kl"]) and met["kl"] > -1e-6, algo
         assert (path / "samples.parquet").exists()
-    table = summary_table(load_runs(results, "sentiment"), n_resamples=200)
+    table = comparison(results, "sentiment", n_resamples=200)
     assert set(SETS) | {"reference"} <= set(table.algorithm)
 
 

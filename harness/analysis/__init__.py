@@ -18,7 +18,88 @@ from pathlib import Path
 from harness.analysis.collect import REFERENCE, Block, collect_blocks
 from harness.analysis.options import Options
 
-__all__ = ["build_report", "analyse", "collect_blocks", "Options"]
+__all__ = ["build_report", "analyse", "collect_blocks", "comparison", "headline", "Options"]
+
+
+def headline_of(block: Block, opts: Options, gs=None):
+    """The headline table of one block (see :func:`harness.analysis.tables.headline_table`). With
+    ``opts.select_split`` the best values are chosen on one half of the prompts and every number is
+    reported on the other."""
+    from harness.analysis import summary, tables as T
+    from harness.analysis.collect import restrict, split_halves
+
+    name = block.file_prefix.replace("-", "_") + "_headline"
+    if opts.select_split:
+        sel, rep = split_halves(block, opts.seed)
+        gs_sel = summary.group_stats(restrict(block, sel), opts)
+        gs_rep = summary.group_stats(restrict(block, rep), opts)
+        return T.headline_table(name, gs_rep.table, opts, block.name + " (reported half)", select=gs_sel.table)
+    gs = gs or summary.group_stats(block, opts)
+    return T.headline_table(name, gs.table, opts, block.name)
+
+
+def block_title(block: Block, differs: list[str] | None = None) -> str:
+    """One line naming a block by everything that makes its runs comparable."""
+    i = block.identity
+    import json
+
+    try:
+        arts = json.loads(i.get("artifacts_json") or "{}")
+    except ValueError:
+        arts = {}
+    judge = i.get("judge_json", "")
+    try:
+        j = json.loads(judge)
+        judge = j.get("kind", judge) if isinstance(j, dict) else judge
+    except ValueError:
+        pass
+    parts = [f"π_SFT {arts.get('reference', '?')[:8]}", f"pairs {arts.get('pairs', '?')[:8]}",
+             f"baseline {arts.get('baseline', '?')[:8]}", f"sampler {i.get('sampler') or '?'}", f"judge {judge or '?'}"]
+    note = f" (differs from the other {block.suite}/{block.preset} block(s) in: {', '.join(differs)})" if differs else ""
+    return f"{block.name}: " + ", ".join(parts) + note
+
+
+def comparison(results_root: Path, suite: str | None = None, run_ids: set[str] | None = None,
+               opts: Options | None = None, **overrides):
+    """The headline numbers as one frame at full precision: one row per configuration, with the block
+    (``block`` key, suite, suite_version, preset, sampler) it belongs to."""
+    import pandas as pd
+
+    opts = replace(opts or Options(), **overrides)
+    frames = []
+    for b in collect_blocks(Path(results_root), suite, run_ids):
+        csv = headline_of(b, opts).csv
+        ident = {"block": b.key, **{k: b.identity.get(k) for k in ("suite", "suite_version", "preset", "sampler")}}
+        frames.append(pd.concat([pd.DataFrame([ident] * len(csv), index=csv.index), csv], axis=1))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def headline(results_root: Path, suite: str | None = None, run_ids: set[str] | None = None, fmt: str = "md",
+             opts: Options | None = None, **overrides) -> str:
+    """The comparison table(s) over finished runs, as Markdown, LaTeX or CSV: one block per comparable
+    configuration, never one row over runs that are not comparable. The run-end table of ``prefbench
+    run`` and ``prefbench report --format`` both come from here."""
+    from harness.analysis import tables as T
+    from harness.analysis.collect import identity_differences
+
+    opts = replace(opts or Options(), **overrides)
+    blocks = collect_blocks(Path(results_root), suite, run_ids)
+    if not blocks:
+        return "(no finished runs)\n"
+    differs = identity_differences(blocks)
+    parts = []
+    for b in blocks:
+        tab = headline_of(b, opts)
+        title = block_title(b, differs.get(b.key))
+        if fmt == "csv":
+            break
+        if fmt == "latex":
+            parts.append(f"% {title}\n" + T.to_latex(tab))
+        else:
+            parts.append(f"**{title}**\n\n" + T.to_markdown(tab) + "\n" + tab.caption + "\n")
+    if fmt == "csv":
+        return comparison(results_root, suite, run_ids, opts).to_csv(index=False)
+    return "\n".join(parts)
 
 
 def analyse(block: Block, opts: Options) -> dict:
@@ -49,7 +130,8 @@ def _tables(block: Block, r: dict, opts: Options, folder: Path, prefix: str) -> 
     from harness.analysis import tables as T
 
     name = block.name
-    tabs = {"summary": T.summary_table(prefix + "summary", r["gs"].table, r["pairs"], r["bt"], opts, name),
+    tabs = {"headline": _headline_renamed(block, r, opts, prefix + "headline"),
+            "summary": T.summary_table(prefix + "summary", r["gs"].table, r["pairs"], r["bt"], opts, name),
             "failures": T.failures_table(prefix + "failures", r["gs"].table, opts, name),
             "over_seeds": T.over_seeds_table(prefix + "over_seeds", r["gs"].table, name),
             "seeds": T.seeds_table(prefix + "seeds", r["gs"].seeds, name)}
@@ -71,6 +153,12 @@ def _tables(block: Block, r: dict, opts: Options, folder: Path, prefix: str) -> 
         r["expected_max"].to_csv(p, index=False)
         paths["expected_max"] = [p]
     r["tables"], r["paths"] = tabs, paths
+
+
+def _headline_renamed(block: Block, r: dict, opts: Options, name: str):
+    tab = headline_of(block, opts, r["gs"])
+    tab.name = name
+    return tab
 
 
 def _figures(block: Block, r: dict, opts: Options, folder: Path, prefix: str) -> None:
@@ -117,7 +205,7 @@ def build_report(results_root: Path, suite: str | None, out_dir: Path, opts: Opt
             shutil.rmtree(out_dir / sub)
     results = []
     for b in blocks:
-        prefix = f"{b.suite}-{b.preset}_" if len(blocks) > 1 else ""
+        prefix = f"{b.file_prefix}_" if len(blocks) > 1 else ""
         r = analyse(b, opts)
         _tables(b, r, opts, out_dir / "tables", prefix)
         r["figs"] = {}

@@ -1,8 +1,11 @@
 """Reading run folders into tidy frames and aligned arrays. JSON, JSONL and Parquet only (no torch).
 
-A *block* is one (suite, preset): its runs share the evaluation prompts (``prompt_index``) and the
-π_SFT baseline samples, so per-prompt comparisons between any two of its runs are paired. Inside a
-block, a *group* is one (algorithm, variant, hyperparameters): the unit that is aggregated over seeds.
+A *block* is one comparable configuration: the same suite and suite version, preset, π_SFT, pairs
+and baseline artifacts (content hashes), sampler and judge. Its runs share the evaluation prompts
+(``prompt_index``) and the π_SFT baseline samples, so per-prompt comparisons between any two of its
+runs are paired. Runs that differ in any of these never share a block, hence never a row, a paired
+test or a frontier. Inside a block, a *group* is one (algorithm, variant, hyperparameters): the unit
+that is aggregated over seeds.
 """
 from __future__ import annotations
 
@@ -15,12 +18,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from harness.core.hashing import canonical_json
-from harness.analysis.report import varying_hyperparameters
 from harness.execution.results import ResultsStore, read_json
 
 REFERENCE = "reference"
 # per-prompt columns read from samples.parquet (mean over the samples of a prompt)
-PROMPT_COLUMNS = ("gold_reward", "win", "kl", "length", "baseline_length", "baseline_reward")
+PROMPT_COLUMNS = ("gold_reward", "win", "kl", "length", "baseline_length", "baseline_reward", "finished")
 SAMPLE_COLUMNS = ("prompt_index",) + PROMPT_COLUMNS
 # final metrics copied from metrics.json into the run table
 RUN_METRICS = ("gold_reward", "win_rate", "kl", "kl_k1", "kl_k3", "kl_per_token", "length", "baseline_length",
@@ -28,6 +30,18 @@ RUN_METRICS = ("gold_reward", "win_rate", "kl", "kl_k1", "kl_k3", "kl_per_token"
 POINT_METRICS = ("gold_reward", "win_rate", "kl", "length")
 # how hyperparameter names are shown in labels
 HP_SYMBOLS = {"beta": "β", "label_smoothing": "ε", "lr": "lr"}
+# what makes runs comparable (see the module docstring); every one of these is part of a block's key
+BLOCK_KEY = ("suite", "suite_version", "preset", "artifacts_json", "sampler", "judge_json")
+
+
+def varying_hyperparameters(runs: pd.DataFrame) -> dict[str, list[str]]:
+    """Per algorithm, the hyperparameters that differ between its runs (shown in labels)."""
+    out = {}
+    for algo, g in runs.groupby("algorithm"):
+        dicts = g.hyperparameters.tolist()
+        keys = sorted({k for d in dicts for k in d})
+        out[algo] = [k for k in keys if len({json.dumps(d.get(k), sort_keys=True) for d in dicts}) > 1]
+    return out
 
 
 @dataclass
@@ -41,10 +55,19 @@ class Block:
     samples: dict[str, np.ndarray]  # flat per-sample arrays: run, prompt (column position), win, dlen
     points: pd.DataFrame  # evaluations along training: run, group, step, final, POINT_METRICS
     hp_keys: dict[str, list[str]] = field(default_factory=dict)  # algorithm -> varying hyperparameters
+    key: str = ""  # content hash of the block's identity (BLOCK_KEY)
+    identity: dict = field(default_factory=dict)  # BLOCK_KEY field -> value
+    tag: str = ""  # set when several blocks share (suite, preset): tells them apart in names and files
 
     @property
     def name(self) -> str:
-        return f"{self.suite}/{self.preset}"
+        v = self.identity.get("suite_version")
+        base = f"{self.suite} v{v}/{self.preset}" if v not in (None, "") else f"{self.suite}/{self.preset}"
+        return f"{base} [{self.tag}]" if self.tag else base
+
+    @property
+    def file_prefix(self) -> str:
+        return f"{self.suite}-{self.preset}" + (f"-{self.tag}" if self.tag else "")
 
     @property
     def reference_group(self) -> int | None:
@@ -93,6 +116,16 @@ def _sort_value(v):
     return (1, str(v))
 
 
+def metrics_of(m: dict) -> dict:
+    return m.get("metrics") or {}
+
+
+def _float(v, default) -> float:
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    return float(default) if default is not None else np.nan
+
+
 def _read_run(path: Path) -> dict:
     m = read_json(path / "metrics.json")
     cfg_path = path / "config.json"
@@ -117,7 +150,11 @@ def _read_run(path: Path) -> dict:
         "eval_prompts": preset_cfg.get("eval_prompts"), "sampler": cfg.get("sampler"),
         "artifacts_json": canonical_json(cfg.get("artifacts") or {}),
         "hardware_json": canonical_json(cfg.get("hardware") or {}), "git_commit": cfg.get("git_commit"),
-        "suite_version": m.get("suite_version", suite_cfg.get("version")),
+        "suite_version": str(m.get("suite_version", suite_cfg.get("version"))),
+        "kl_kind": str(metrics_of(m).get("kl_kind") or "exact"),
+        "kl_temperature": _float(metrics_of(m).get("kl_temperature"), ev.get("temperature", 1.0)),
+        "kl_upper_bound": _float(extra.get("kl_upper_bound"), np.nan),
+        "rm_valid_accuracy": _float(extra.get("rm_valid_accuracy"), np.nan),
         "trajectory": m.get("trajectory") or [],
     }
     metrics = m.get("metrics") or {}
@@ -141,16 +178,75 @@ def _read_samples(path: Path) -> dict[str, np.ndarray] | None:
     return out
 
 
-def collect_blocks(results_root: Path | str, suite: str | None = None) -> list[Block]:
-    """Every committed run under ``results_root`` (optionally one suite), split into blocks."""
+def collect_blocks(results_root: Path | str, suite: str | None = None,
+                   run_ids: set[str] | None = None) -> list[Block]:
+    """Every committed run under ``results_root`` (optionally one suite, or only ``run_ids``), split
+    into blocks of comparable runs."""
+    from harness.core.hashing import content_hash
+
     rows = [_read_run(p) for p in ResultsStore(results_root).iter_runs(suite)]
+    if run_ids is not None:
+        rows = [r for r in rows if r["run_id"] in run_ids]
     if not rows:
         return []
     runs = pd.DataFrame(rows)
+    for c in BLOCK_KEY:
+        runs[c] = runs[c].map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
     blocks = []
-    for (suite_name, preset), r in runs.groupby(["suite", "preset"], sort=True):
-        blocks.append(_make_block(suite_name, preset, r.reset_index(drop=True)))
+    for values, r in runs.groupby(list(BLOCK_KEY), sort=True):
+        identity = dict(zip(BLOCK_KEY, values))
+        b = _make_block(identity["suite"], identity["preset"], r.reset_index(drop=True))
+        b.identity, b.key = identity, content_hash(identity, 8)
+        blocks.append(b)
+    # blocks that share (suite, preset) are told apart by their key, in names and file prefixes
+    per_name = pd.Series([(b.suite, b.preset) for b in blocks]).value_counts()
+    for b in blocks:
+        if per_name[(b.suite, b.preset)] > 1:
+            b.tag = b.key[:6]
     return blocks
+
+
+def split_halves(block: Block, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint halves of the block's evaluation prompts (boolean masks over ``block.prompts``), by a
+    seeded permutation of the prompt ids: the same split for every run of the block."""
+    rng = np.random.default_rng([seed, 0x5E1EC7])
+    order = rng.permutation(len(block.prompts))
+    select = np.zeros(len(block.prompts), dtype=bool)
+    select[order[: len(order) // 2]] = True
+    return select, ~select
+
+
+def restrict(block: Block, keep: np.ndarray) -> Block:
+    """The block seen through a subset of its evaluation prompts (``keep``: mask over ``block.prompts``).
+    Per-prompt arrays and samples are cut; run-level truncation is recomputed from the kept prompts.
+    Evaluations along training (``points``) cover all prompts and are left out."""
+    import copy
+
+    pos_new = np.cumsum(keep) - 1
+    per_prompt = {c: a[:, keep] for c, a in block.per_prompt.items()}
+    s = block.samples
+    m = keep[s["prompt"].astype(np.intp)] if s["prompt"].size else np.zeros(0, dtype=bool)
+    samples = {k: v[m] for k, v in s.items()}
+    if samples["prompt"].size:
+        samples["prompt"] = pos_new[samples["prompt"].astype(np.intp)]
+    runs = block.runs.copy()
+    fin = per_prompt["finished"]
+    with np.errstate(invalid="ignore"):
+        has = (~np.isnan(fin)).sum(axis=1) > 0
+        runs.loc[has, "truncation_rate"] = 1.0 - np.nanmean(fin[has], axis=1)
+    out = copy.copy(block)
+    out.runs, out.per_prompt, out.samples, out.prompts = runs, per_prompt, samples, block.prompts[keep]
+    out.points = block.points.iloc[0:0]
+    return out
+
+
+def identity_differences(blocks: list[Block]) -> dict[str, list[str]]:
+    """For blocks sharing (suite, preset): per block key, which identity fields set it apart."""
+    out = {}
+    for b in blocks:
+        others = [o for o in blocks if o is not b and (o.suite, o.preset) == (b.suite, b.preset)]
+        out[b.key] = sorted({k for o in others for k in BLOCK_KEY if o.identity.get(k) != b.identity.get(k)})
+    return out
 
 
 def _make_block(suite: str, preset: str, runs: pd.DataFrame) -> Block:

@@ -46,7 +46,8 @@ def default_groups(betas=(0.05, 0.1, 0.5)) -> list[FakeGroup]:
 
 def write_fake_sweep(root: Path | str, groups: list[FakeGroup] | None = None, seeds=(0, 1, 2), n_prompts: int = 64,
                      suite: str = "toy", preset: str = "smoke", checkpoints: int = 2, train_steps: int = 40,
-                     samples_per_prompt: int = 1, seed: int = 0, log_steps: bool = True) -> list[Path]:
+                     samples_per_prompt: int = 1, seed: int = 0, log_steps: bool = True,
+                     artifacts: dict | None = None) -> list[Path]:
     """Write one run folder per (group, seed) under ``root/suite``; returns their paths."""
     root = Path(root)
     (root / suite).mkdir(parents=True, exist_ok=True)
@@ -66,7 +67,10 @@ def write_fake_sweep(root: Path | str, groups: list[FakeGroup] | None = None, se
         variant = g.variant or g.algorithm
         for s in seeds:
             r = np.random.default_rng([seed, g_i, s])
-            run_id = f"{g.algorithm}-s{s}-{content_hash({'g': g_i, 'hp': g.hyperparameters, 'v': variant}, 10)}"
+            key = {"g": g_i, "hp": g.hyperparameters, "v": variant}
+            if preset != "smoke" or artifacts:  # other presets or artifacts are other runs (other ids)
+                key.update(preset=preset, artifacts=artifacts)
+            run_id = f"{g.algorithm}-s{s}-{content_hash(key, 10)}"
             d = root / suite / run_id
             d.mkdir(parents=True, exist_ok=True)
             status = g.status.get(s, "ok")
@@ -80,7 +84,7 @@ def write_fake_sweep(root: Path | str, groups: list[FakeGroup] | None = None, se
                           "temperature": 1.0, "max_new_tokens": 48, "samples_per_prompt": samples_per_prompt,
                           "batch_size": 64}},
                       "judge": {"kind": "vader", "target": "completion", "version": "3.3.2"},
-                      "artifacts": {"reference": "ref0", "baseline": "base0", "pairs": "pairs0"},
+                      "artifacts": artifacts or {"reference": "ref0", "baseline": "base0", "pairs": "pairs0"},
                       "library_versions": versions, "hardware": {"machine": "x86_64", "cpu": "fake", "cpu_count": 2},
                       "git_commit": "0" * 40}
             write_json(d / "config.json", config)

@@ -18,5 +18,6 @@ class Options:
     max_bt_players: int = 30  # Bradley–Terry players: π_SFT plus the best configurations up to this many
     max_plot_groups: int = 24  # strip and training-curve plots show at most this many configurations
     lc_method: str = "auto"  # length-controlled win rate bootstrap: refit | onestep | auto
+    select_split: bool = False  # choose best/Pareto on one half of the prompts, report on the other
     plots: bool = True
     formats: tuple[str, ...] = ("png", "pdf")

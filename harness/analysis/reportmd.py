@@ -245,9 +245,16 @@ def render(blocks: list[Block], results: list[dict], opts: Options, root: Path, 
           "Tables are in `tables/` as Markdown, LaTeX (booktabs) and CSV (full precision); figures in `figures/` "
           "as PNG and PDF.", ""]
     if len(blocks) > 1:
-        L += ["Blocks (suite/preset) are analysed separately: runs of different blocks do not share prompts.", ""]
+        from harness.analysis import block_title
+        from harness.analysis.collect import identity_differences
+
+        differs = identity_differences(blocks)
+        L += ["Blocks are analysed separately: a block is one comparable configuration (suite and version, "
+              "preset, π_SFT, pairs and baseline artifacts, sampler, judge), and runs of different blocks never "
+              "share a row, a paired test or a frontier.", ""]
         for b, r in zip(blocks, results):
-            L += [f"## {b.suite} / {b.preset}", ""] + block_markdown(b, r, opts, root, level=3)
+            L += [f"## {b.suite} / {b.preset}" + (f" [{b.tag}]" if b.tag else ""), "",
+                  f"*{block_title(b, differs.get(b.key))}*", ""] + block_markdown(b, r, opts, root, level=3)
     else:
         L += [f"Suite `{blocks[0].suite}`, preset `{blocks[0].preset}`.", ""]
         L += block_markdown(blocks[0], results[0], opts, root, level=2)

@@ -109,7 +109,14 @@ def group_stats(block: Block, opts: Options) -> GroupStats:
                 reps[name][S] = (gids, rep)
     table["truncation_rate"] = seeds.groupby("group").truncation_rate.mean().reindex(table.index)
     table["distinct_2"] = seeds.groupby("group").distinct_2.mean().reindex(table.index)
-    table["kl_per_token"] = runs[runs.status == "ok"].groupby("group").kl_per_token.mean().reindex(table.index)
+    okr = runs[runs.status == "ok"]
+    table["kl_per_token"] = okr.groupby("group").kl_per_token.mean().reindex(table.index)
+    # what the KL column holds: exact unless some run of the group reports an estimate (docs/metrics.md)
+    kinds = okr.groupby("group").kl_kind.agg(lambda s: "estimate" if (s != "exact").any() else "exact")
+    table["kl_kind"] = kinds.reindex(table.index).fillna("exact")
+    table["kl_temperature"] = okr.groupby("group").kl_temperature.mean().reindex(table.index)
+    for c in ("kl_k1", "kl_k3", "kl_upper_bound", "rm_valid_accuracy"):
+        table[c] = okr.groupby("group")[c].mean().reindex(table.index)
 
     # length-controlled win rate over all samples of the group's runs (seeds, then prompts)
     smp = block.samples

@@ -148,6 +148,74 @@ def significance_vs_best(table: pd.DataFrame, pairs: pd.DataFrame, metric: str) 
     return best, below
 
 
+SELECTION_NOTE_SAME = ("Bold and † are chosen on the same prompts they are reported on, which favours the "
+                       "selected configuration (winner's curse); `prefbench report --select-split` selects on one "
+                       "half of the prompts and reports on the other.")
+SELECTION_NOTE_SPLIT = ("Bold and † were chosen on one half of the evaluation prompts (a seeded split by prompt "
+                        "index); every number shown is measured on the other half.")
+ESTIMATE = "≈"  # marks a KL that is an estimate, not the exact per-step sum (docs/metrics.md)
+
+
+def selection_note(opts: Options) -> str:
+    return SELECTION_NOTE_SPLIT if opts.select_split else SELECTION_NOTE_SAME
+
+
+def kl_header(t: pd.DataFrame) -> str:
+    """The KL column's name: KL(π‖π_ref), or KL(π_T‖π_ref,T) when the runs sampled at T ≠ 1."""
+    temps = sorted({round(float(x), 6) for x in t.kl_temperature.dropna()}) if "kl_temperature" in t else []
+    if temps and temps != [1.0]:
+        return "KL(π_T‖π_ref,T), T=" + "/".join(f"{x:g}" for x in temps) + " (nats)"
+    return "KL(π‖π_ref) (nats)"
+
+
+def kl_cell(r, d: int = 2) -> str:
+    text = pm(r.kl, r.kl_ci_low, r.kl_ci_high, d)
+    return (ESTIMATE + text) if getattr(r, "kl_kind", "exact") != "exact" and text != "–" else text
+
+
+def headline_table(name: str, t: pd.DataFrame, opts: Options, block_name: str,
+                   select: pd.DataFrame | None = None) -> Table:
+    """The comparison a paper pastes: raw and length-controlled win rates with CIs, length and truncation
+    beside gold reward and KL, one row per configuration. ``select`` (same index as ``t``) is where the
+    best values are chosen; by default ``t`` itself."""
+    level = int(round(100 * (1 - opts.alpha)))
+    sel = t if select is None else select
+    live = sel[sel.n_seeds > 0]
+
+    def best(metric):
+        return int(live[metric].idxmax()) if not live.empty and live[metric].notna().any() else None
+
+    bg, bw, blc = best("gold_reward"), best("win_rate"), best("lc_win_rate")
+    optional = [(c, h) for c, h in (("kl_upper_bound", "KL bound (nats)"), ("rm_valid_accuracy", "RM held-out acc."))
+                if c in t and t[c].notna().any()]
+    headers = (["configuration", "seeds (ok/runs)", "gold reward", f"win rate vs π_SFT [{level}% CI]",
+                f"LC win rate [{level}% CI]", "length", "truncated", kl_header(t)] + [h for _, h in optional])
+    rows = []
+    for g, r in t.iterrows():
+        label = r.label + (" ⚠" if r.get("mixed_versions", False) else "")
+        wr = "–" if isnan(r.win_rate) else f"{r.win_rate:.3f} {ci(r.win_rate_ci_low, r.win_rate_ci_high)}"
+        lc = "–" if isnan(r.lc_win_rate) else f"{r.lc_win_rate:.3f} {ci(r.lc_ci_low, r.lc_ci_high)}"
+        bad = ", ".join(f"{n} {w}" for n, w in ((r.n_diverged, "diverged"), (r.n_failed, "failed")) if n)
+        rows.append([label, f"{r.n_seeds}/{r.n_runs}" + (f" ({bad})" if bad else ""),
+                     Cell(pm(r.gold_reward, r.gold_reward_ci_low, r.gold_reward_ci_high), g == bg),
+                     Cell(wr, g == bw), Cell(lc, g == blc), num(r.length, 1), num(r.truncation_rate, 3),
+                     kl_cell(r)] + [num(r[c], 3) for c, _ in optional])
+    est = "kl_kind" in t and (t.kl_kind != "exact").any()
+    caption = (f"{block_name}: one row per configuration over its seeds. Gold reward: mean ± half-width of the "
+               f"{level}% CI; win rates: point [{level}% CI] (hierarchical bootstrap: seeds, then the shared "
+               f"prompts; {opts.n_resamples} resamples). LC: length-controlled win rate (the win rate at equal "
+               "length to π_SFT's sample). length: mean completion tokens; truncated: share of samples without "
+               "EOS within the length cap. KL on the policy's own samples, exact per-step sum over the vocabulary"
+               + (f"; {ESTIMATE}: an estimate (best-of-n: rank-based, against extra π_SFT samples)" if est else "")
+               + f". Bold: best. {selection_note(opts)}")
+    cols = ["label", "algorithm", "variant", "hp_label", "n_seeds", "n_runs", "n_diverged", "n_failed",
+            "gold_reward", "gold_reward_ci_low", "gold_reward_ci_high", "win_rate", "win_rate_ci_low",
+            "win_rate_ci_high", "lc_win_rate", "lc_ci_low", "lc_ci_high", "length", "truncation_rate", "kl",
+            "kl_ci_low", "kl_ci_high", "kl_k1", "kl_k3", "kl_kind", "kl_temperature", "kl_upper_bound", "rm_valid_accuracy"]
+    csv = t[[c for c in cols if c in t]].copy()
+    return Table(name, caption, headers, rows, csv, align="l" + "r" * (len(headers) - 1))
+
+
 def summary_table(name: str, t: pd.DataFrame, pairs: pd.DataFrame, bt: pd.DataFrame, opts: Options,
                   block_name: str) -> Table:
     level = int(round(100 * (1 - opts.alpha)))
@@ -158,7 +226,7 @@ def summary_table(name: str, t: pd.DataFrame, pairs: pd.DataFrame, bt: pd.DataFr
     elo = bt.set_index("group") if bt is not None and not bt.empty else pd.DataFrame(columns=["elo"])
     best_elo = int(elo.elo.idxmax()) if len(elo) and elo.elo.notna().any() else None
     headers = ["configuration", "seeds (ok/runs)", "diverged/failed", "failures k/n [CI]", "gold reward",
-               "gold IQM", "win rate vs π_SFT", "LC win rate", "length", "KL (nats)", "Elo [CI]"]
+               "gold IQM", "win rate vs π_SFT", "LC win rate", "length", kl_header(t), "Elo [CI]"]
     rows = []
     for g, r in t.iterrows():
         label = r.label + (" ⚠" if r.mixed_versions else "")
@@ -170,7 +238,7 @@ def summary_table(name: str, t: pd.DataFrame, pairs: pd.DataFrame, bt: pd.DataFr
             num(r.gold_reward_iqm),
             Cell(pm(r.win_rate, r.win_rate_ci_low, r.win_rate_ci_high), g == best_w, g in sig_w),
             Cell(pm(r.lc_win_rate, r.lc_ci_low, r.lc_ci_high), g == best_lc),
-            num(r.length, 1), pm(r.kl, r.kl_ci_low, r.kl_ci_high, 2),
+            num(r.length, 1), kl_cell(r),
             Cell("–" if e is None or isnan(e.elo) else f"{e.elo:.0f} [{e.elo_low:.0f}, {e.elo_high:.0f}]",
                  g == best_elo)])
     caption = (f"{block_name}: one row per configuration, over its seeds. Values are mean ± half-width of the "
@@ -179,6 +247,9 @@ def summary_table(name: str, t: pd.DataFrame, pairs: pd.DataFrame, bt: pd.DataFr
                f"the same prompts, Holm-adjusted p < {opts.alpha:g}). Failures: diverged, failed, KL > "
                f"{opts.kl_bound:g} nats or gold reward below π_SFT's (same seed), with an exact binomial CI. "
                "LC: length-controlled win rate. Elo: Bradley–Terry on gold-reward comparisons, π_SFT = 1000.")
+    if "kl_kind" in t and (t.kl_kind != "exact").any():
+        caption += f" {ESTIMATE}: KL estimate, not the exact per-step sum."
+    caption += " " + selection_note(opts)
     if t.mixed_versions.any():
         caption += " ⚠: the configuration's runs used different library versions."
     csv = t.drop(columns=["hp_json"]).copy()
@@ -301,5 +372,5 @@ def frontier_table(name: str, fr, opts: Options, block_name: str) -> Table:
                "best observed value among the algorithm's evaluations with KL ≤ b nats; area: mean height of the "
                f"frontier above π_SFT's level (gold reward {fr.floors['gold_reward']:.3f}, win rate 0.5) over KL in "
                f"[0, {fr.kl_max:g}] nats. ± half-width of the {level}% CI (bootstrap over seeds, "
-               f"{opts.n_resamples} resamples).")
+               f"{opts.n_resamples} resamples). Pareto sets are chosen on the prompts they are reported on.")
     return Table(name, caption, headers, rows, tb.copy())

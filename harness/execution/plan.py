@@ -14,6 +14,7 @@ from typing import Any
 from harness import registry
 from harness.core.errors import UserError
 from harness.core.hashing import content_hash
+from harness.evaluation.sampling import DEFAULT_SAMPLER
 from harness.suites.spec import Suite
 
 REFERENCE = "reference"
@@ -124,17 +125,22 @@ def parse_seeds(text: str, where: str = "--seeds") -> list[int]:
 
 
 def suite_identity(suite: Suite, preset_name: str) -> dict:
+    """The suite fields a run depends on. The preset enters without its ``algorithms:`` section: a run's
+    hyperparameters are hashed once resolved (``hyperparameters`` in the identity), so another
+    algorithm's preset values, or a default written out explicitly, leave the run id unchanged."""
     from harness.core.hashing import non_default
 
     d = suite.as_dict()
     d.pop("presets")
     d.pop("description")
     d["judge"] = non_default(suite.judge)
-    return {"suite": d, "preset_name": preset_name, "preset": dataclasses.asdict(suite.preset(preset_name))}
+    preset = dataclasses.asdict(suite.preset(preset_name))
+    preset.pop("algorithms")
+    return {"suite": d, "preset_name": preset_name, "preset": preset}
 
 
 def plan_runs(suite: Suite, preset_name: str, algorithms: list[str], seed_list: list[int],
-              overrides: dict[str, dict[str, Any]], sampler: str = "hf",
+              overrides: dict[str, dict[str, Any]], sampler: str,
               sweeps: dict[str, dict[str, list[Any]]] | None = None,
               eval_checkpoints: int | None = None) -> list[RunSpec]:
     """Every (algorithm, hyperparameter point, seed) to run. Each algorithm's swept keys form a grid
@@ -175,3 +181,66 @@ def plan_runs(suite: Suite, preset_name: str, algorithms: list[str], seed_list: 
     return plan
 
 
+
+
+@dataclass
+class Request:
+    """A ``prefbench run`` request as the user wrote it: raw strings from flags and the sweep file."""
+    suite: str
+    preset: str | None = None
+    algorithms: str | None = None
+    seeds: str | None = None
+    sets: list[str] | None = None
+    sweeps: list[str] | None = None
+    sweep_file: str | None = None
+    eval_checkpoints: int | None = None
+    sampler: str = DEFAULT_SAMPLER
+
+
+@dataclass
+class Plan:
+    suite: Suite
+    preset: str
+    runs: list[RunSpec]
+    sampler: Any  # the resolved sampler object (``auto`` already decided)
+
+
+def make_plan(req: Request) -> Plan:
+    """Resolve a request into a plan of runs, validating everything before any compute.
+
+    Precedence: command-line flags > the sweep file > defaults (preset ``smoke``, algorithms sft,dpo,
+    seed 0); hyperparameters: registry defaults < the preset's ``algorithms:`` section < ``set`` <
+    ``sweep``. The sampler is resolved here (``auto`` picks its engine from the job size), so the run
+    ids record the engine that actually samples.
+    """
+    from harness.evaluation.sampling import get_sampler
+    from harness.suites.spec import load_suite
+
+    if req.eval_checkpoints is not None and req.eval_checkpoints < 0:
+        raise UserError("--eval-checkpoints", str(req.eval_checkpoints), "must be >= 0")
+    sweep_file = load_sweep_file(req.sweep_file) if req.sweep_file else {}
+    suite = load_suite(req.suite)
+    preset = req.preset or sweep_file.get("preset") or "smoke"
+    suite.preset(preset, "--preset" if req.preset else f"{req.sweep_file}: preset")
+    if req.algorithms is not None:
+        algorithms = [a.strip() for a in req.algorithms.split(",") if a.strip()]
+        if not algorithms:
+            raise UserError("--algorithms", req.algorithms, "no algorithm named")
+    else:
+        algorithms = sweep_file.get("algorithms") or ["sft", "dpo"]
+        if not algorithms:
+            raise UserError(f"{req.sweep_file}: algorithms", None, "no algorithm named")
+    for a in algorithms:
+        registry.get(a)
+    seed_list = parse_seeds(req.seeds) if req.seeds is not None else (sweep_file.get("seeds") or [0])
+    sets = parse_sets(sweep_file.get("set", []), f"{req.sweep_file}: set")
+    for algo, vals in parse_sets(req.sets).items():
+        sets.setdefault(algo, {}).update(vals)
+    sweeps = parse_sweeps(sweep_file.get("sweep", []), f"{req.sweep_file}: sweep")
+    for algo, grid in parse_sweeps(req.sweeps).items():
+        sweeps.setdefault(algo, {}).update(grid)
+    ev = suite.evaluation
+    sampler = get_sampler(req.sampler, job_tokens=suite.preset(preset).eval_prompts * ev.samples_per_prompt
+                          * ev.max_new_tokens)
+    runs = plan_runs(suite, preset, algorithms, seed_list, sets, sampler.name, sweeps, req.eval_checkpoints)
+    return Plan(suite, preset, runs, sampler)

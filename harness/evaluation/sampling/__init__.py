@@ -9,6 +9,7 @@ from __future__ import annotations
 from harness.core.errors import UserError
 
 BACKENDS = ("hf", "vllm", "auto")
+DEFAULT_SAMPLER = "hf"  # the one default: `prefbench run --sampler`, plans and artifacts all use it
 
 # ``auto`` uses vLLM from this many tokens to generate (prompts × samples per prompt × max_new_tokens).
 # Measured with benchmarks/bench_sampling.py (2 shared CPU cores, the suite's 1.07M GPT-2, fp32, 48 new
