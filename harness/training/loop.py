@@ -10,7 +10,7 @@ import torch
 
 from harness.training.hparams import OptimConfig
 from harness.core import faults
-from harness.training.loop import resume
+from harness.training import resume
 from harness.core.errors import Diverged
 from harness.core.progress import progress
 
