@@ -90,6 +90,6 @@ class DPO(Algorithm):
                 "logps/chosen": float(logps[:n].detach().mean()), "logps/rejected": float(logps[n:].detach().mean()),
             }
 
-        batches = list(seeded_batches(len(pairs), cfg.batch_size, cfg.epochs, ctx.seed))
+        batches = list(seeded_batches(len(pairs), cfg.batch_size, cfg.epochs, ctx.data_seed))
         train_loop(model, batches, step, cfg, ctx, desc=f"{self.variant()} seed {ctx.seed}")
         return model

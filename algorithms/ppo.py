@@ -66,7 +66,7 @@ def _settings(cfg, ctx) -> dict:
             "temperature", "cliprange", "vf_coef", "cliprange_value", "gamma", "lam", "whiten_rewards",
             "missing_eos_penalty")
     s = {k: getattr(cfg, k) for k in keys}
-    s["response_length"] = cfg.response_length or ctx.art.suite.evaluation.max_new_tokens
+    s["response_length"] = cfg.response_length or ctx.evaluation.max_new_tokens
     return s
 
 
@@ -84,7 +84,7 @@ def train_prompts(ctx) -> tuple[list[list[int]], dict[tuple, str]]:
 
 def gold_reward_fn(ctx, prompt_text: dict[tuple, str]):
     """The suite's judge as a reward on token ids: the same decoding and scoring as evaluation."""
-    tok, judge = ctx.tokenizer, ctx.art.judge
+    tok, judge = ctx.tokenizer, ctx.judge
 
     def fn(prompts: list[list[int]], responses: list[list[int]]):
         texts = tok.batch_decode(responses, skip_special_tokens=True)
@@ -94,15 +94,11 @@ def gold_reward_fn(ctx, prompt_text: dict[tuple, str]):
 
 
 def value_from_reference(ctx, tokenizer):
-    from harness.core import seeds
-    from harness.training.reward_model import classifier_from_reference
-
-    return classifier_from_reference(ctx.art, tokenizer, seeds.derive(ctx.seed, "value-init"))
+    return ctx.classifier_from_reference(tokenizer, "value-init")
 
 
 def run_ppo(algo: Algorithm, ctx, reward, value_model, tokenizer):
     """Shared by ``ppo`` and ``ppo-gt``: PPO from π_ref, returned with the suite vocabulary."""
-    from harness.core import seeds
     from harness.adapters import checkpoint_hook, extend_vocab, make_log_bridge, shrink_vocab
     from harness.adapters.trl_ppo import CANONICAL, NAN_KEYS, num_updates, train_ppo
     from harness.training.models import neutral_generation_config
@@ -123,7 +119,7 @@ def run_ppo(algo: Algorithm, ctx, reward, value_model, tokenizer):
                              desc=f"{algo.name} seed {ctx.seed}")
     try:
         facts = train_ppo(policy, value_model, reward, tokenizer, prompts, settings=settings,
-                          seed=seeds.derive(ctx.seed, algo.name), workdir=ctx.run_dir, callbacks=[bridge])
+                          seed=ctx.seed_for(algo.name), workdir=ctx.run_dir, callbacks=[bridge])
     finally:
         bridge.close()
     shrink_vocab(policy, ctx.tokenizer)
@@ -141,9 +137,9 @@ class PPO(Algorithm):
         import copy
 
         from harness.adapters import trainer_tokenizer
-        from harness.training.reward_model import get_reward_model, record_reward_model, rm_settings
+        from harness.training.reward_model import record_reward_model, rm_settings
 
-        rm, built = get_reward_model(ctx.art, ctx.seed, rm_settings(self.config))
+        rm, built = ctx.reward_model(rm_settings(self.config))
         record_reward_model(ctx, rm, built)
         tokenizer = trainer_tokenizer(ctx.tokenizer, padding_side="left")
         if self.config.value_init == "reward_model":

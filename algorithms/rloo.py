@@ -43,14 +43,13 @@ def online_settings(cfg, ctx) -> dict:
     keys = ("lr", "beta", "steps", "prompts_per_step", "num_generations", "temperature", "epsilon",
             "num_iterations", "max_grad_norm")
     s = {k: getattr(cfg, k) for k in keys}
-    s["max_completion_length"] = cfg.max_completion_length or ctx.art.suite.evaluation.max_new_tokens
+    s["max_completion_length"] = cfg.max_completion_length or ctx.evaluation.max_new_tokens
     s["reward_name"] = "gold" if cfg.reward == "gold" else "reward_model"
     return s
 
 
 def run_online(algo: Algorithm, ctx, kind: str, extra: dict | None = None):
     """Train with TRL's ``kind`` ("rloo" / "grpo") from π_ref against the configured reward."""
-    from harness.core import seeds
     from harness.adapters import checkpoint_hook, make_log_bridge, shrink_vocab
     from harness.adapters.trl_online import CANONICAL, NAN_KEYS, prompt_texts, train_online
     from harness.training.models import neutral_generation_config
@@ -58,7 +57,7 @@ def run_online(algo: Algorithm, ctx, kind: str, extra: dict | None = None):
     from algorithms.ppo import train_prompts
 
     cfg = algo.config
-    tok, judge = ctx.tokenizer, ctx.art.judge
+    tok, judge = ctx.tokenizer, ctx.judge
     ids, text = train_prompts(ctx)
     prompts = prompt_texts(tok, ids, [text[tuple(p)] for p in ids])
     original = dict(zip(prompts, (text[tuple(p)] for p in ids)))
@@ -67,9 +66,9 @@ def run_online(algo: Algorithm, ctx, kind: str, extra: dict | None = None):
         def reward_fn(ps, completion_ids, texts):
             return judge.score([original[p] for p in ps], texts)
     else:
-        from harness.training.reward_model import get_reward_model, record_reward_model, rm_settings
+        from harness.training.reward_model import record_reward_model, rm_settings
 
-        rm, built = get_reward_model(ctx.art, ctx.seed, rm_settings(cfg))
+        rm, built = ctx.reward_model(rm_settings(cfg))
         record_reward_model(ctx, rm, built)
 
         def reward_fn(ps, completion_ids, texts):
@@ -82,7 +81,7 @@ def run_online(algo: Algorithm, ctx, kind: str, extra: dict | None = None):
                              desc=f"{algo.name} seed {ctx.seed}")
     try:
         facts = train_online(kind, policy, reward_fn, tok, prompts, settings=settings,
-                             seed=seeds.derive(ctx.seed, algo.name), workdir=ctx.run_dir, callbacks=[bridge])
+                             seed=ctx.seed_for(algo.name), workdir=ctx.run_dir, callbacks=[bridge])
     finally:
         bridge.close()
     shrink_vocab(policy, tok)  # removes the position-id hook; the vocabulary is the suite's already

@@ -31,6 +31,6 @@ class SFT(Algorithm):
             nll = -(token_logps(model, batch).sum() / batch.target_mask.sum())
             return nll, {"nll_per_token": float(nll.detach())}
 
-        batches = list(seeded_batches(len(pairs), cfg.batch_size, cfg.epochs, ctx.seed))
+        batches = list(seeded_batches(len(pairs), cfg.batch_size, cfg.epochs, ctx.data_seed))
         train_loop(model, batches, step, cfg, ctx, desc=f"sft seed {ctx.seed}")
         return model

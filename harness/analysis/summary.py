@@ -111,7 +111,7 @@ def group_stats(block: Block, opts: Options) -> GroupStats:
     table["distinct_2"] = seeds.groupby("group").distinct_2.mean().reindex(table.index)
     okr = runs[runs.status == "ok"]
     table["kl_per_token"] = okr.groupby("group").kl_per_token.mean().reindex(table.index)
-    # what the KL column holds: exact unless some run of the group reports an estimate (docs/metrics.md)
+    # what the KL column holds: exact unless some run of the group reports an estimate (docs/metrics.md §3.5)
     kinds = okr.groupby("group").kl_kind.agg(lambda s: "estimate" if (s != "exact").any() else "exact")
     table["kl_kind"] = kinds.reindex(table.index).fillna("exact")
     table["kl_temperature"] = okr.groupby("group").kl_temperature.mean().reindex(table.index)

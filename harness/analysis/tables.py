@@ -153,7 +153,7 @@ SELECTION_NOTE_SAME = ("Bold and † are chosen on the same prompts they are rep
                        "half of the prompts and reports on the other.")
 SELECTION_NOTE_SPLIT = ("Bold and † were chosen on one half of the evaluation prompts (a seeded split by prompt "
                         "index); every number shown is measured on the other half.")
-ESTIMATE = "≈"  # marks a KL that is an estimate, not the exact per-step sum (docs/metrics.md)
+ESTIMATE = "≈"  # marks a KL that is an estimate, not the exact per-step sum (docs/metrics.md §3.5)
 
 
 def selection_note(opts: Options) -> str:

@@ -15,9 +15,10 @@ Conventions
 * Confidence intervals are two-sided percentile intervals at level 1 - alpha
   (numpy's default "linear" quantile interpolation).
 
-Definitions follow /work/shared/reference/metrics.md, sections 3 (win rate,
-length control, Bradley-Terry), 4 (seeds, rliable-style IQM / probability of
-improvement, tests, failure rates) and 5 (sensitivity, expected max, frontier).
+Definitions and pitfalls: docs/metrics.md — win rate §2.2, seeds and IQM §5,
+length control §6, probability of improvement §7.3, tests §7.4, Holm §7.5,
+Bradley-Terry §7.6, failure rates §8, sensitivity and expected max §9,
+frontier §10.
 """
 from __future__ import annotations
 

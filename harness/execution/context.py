@@ -1,5 +1,25 @@
-"""What an algorithm's ``train`` sees (:class:`TrainContext`): shared artifacts, its seed, logging and
-checkpoint hooks."""
+"""What an algorithm's ``train`` sees (:class:`TrainContext`): the suite's shared artifacts, seeds,
+logging and checkpoint hooks.
+
+The interface, and the only way an algorithm reaches suite artifacts:
+
+- data: ``tokenizer``, ``train_pairs`` (prompt, chosen and rejected token ids with cached reference
+  log-probabilities), ``max_length``, ``judge`` (the suite's gold judge, for gold-reward baselines),
+  ``evaluation`` (the suite's evaluation settings), ``reward_model(settings)`` (the learned reward model
+  shared by every run with the same settings and seed), ``classifier_from_reference(tokenizer, purpose)``
+  (a value model on π_SFT's body);
+- policy: ``init_policy()``, a fresh trainable copy of π_ref with dropout off;
+- seeds: ``seed`` (the run's seed, for naming only) and ``seed_for(purpose)``, a seed derived from it
+  for one purpose; ``data_seed`` is ``seed_for("data-order")``. Every random stream of a run is derived,
+  so no two uses share a stream and a new use does not shift existing ones;
+- records: ``log(step, **metrics)`` (train_log.jsonl), ``record(**facts)`` (metrics.json ``extra``),
+  ``say(msg)``;
+- checkpoints: ``checkpoint_steps(total)`` and ``checkpoint(step, model)`` evaluate along training;
+  ``resume_dir``/``save_every``/``restore`` serve resumable training (:mod:`harness.training.resume`).
+
+``art`` (the :class:`harness.execution.artifacts.SuiteArtifacts`) stays reachable for the harness's own
+training plumbing; algorithms use the members above.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,13 +56,42 @@ class TrainContext:
     def max_length(self) -> int:
         return self.art.suite.policy.max_length
 
+    @property
+    def judge(self):
+        return self.art.judge
+
+    @property
+    def evaluation(self):
+        return self.art.suite.evaluation
+
+    def reward_model(self, settings: dict):
+        """(reward model, built by this call): cached per π_ref, pairs, run seed and settings."""
+        from harness.training.reward_model import get_reward_model
+
+        return get_reward_model(self.art, self.seed, settings)
+
+    def classifier_from_reference(self, tokenizer, purpose: str):
+        """A one-output sequence classifier with π_SFT's body and a new head seeded for ``purpose``
+        (value models)."""
+        from harness.training.reward_model import classifier_from_reference
+
+        return classifier_from_reference(self.art, tokenizer, self.seed_for(purpose))
+
+    def seed_for(self, purpose: str) -> int:
+        return seeds.derive(self.seed, purpose)
+
+    @property
+    def data_seed(self) -> int:
+        """The seed of the order in which training examples are visited."""
+        return self.seed_for("data-order")
+
     def init_policy(self):
         """A fresh, trainable copy of π_ref: every algorithm starts from the same weights."""
         import torch
 
         from harness.training.loop import disable_dropout
 
-        torch.manual_seed(seeds.derive(self.seed, "policy-init"))  # seeds any newly initialised heads
+        torch.manual_seed(self.seed_for("policy-init"))  # seeds any newly initialised heads
         model = self.art.load_reference()
         disable_dropout(model)
         model.train()

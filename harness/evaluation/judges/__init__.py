@@ -3,7 +3,7 @@
 - **Scalar judges** return one score per (prompt, completion): ``.score(prompts, completions) -> ndarray``.
   ``vader`` (the gold reward of the embedded suites) and ``reward_model`` (any HF sequence-classification
   model with one output, :mod:`harness.evaluation.judges.reward_model`). A win rate under a scalar judge compares
-  two scores (ties ½, metrics.md §3.1).
+  two scores (ties ½, docs/metrics.md §2.2).
 - **Pairwise judges** compare two completions of the same prompt:
   ``.compare(prompts, completions_a, completions_b) -> PairwiseResult``. ``llm_pairwise``
   (:mod:`harness.evaluation.judges.llm`): an LLM behind any OpenAI-compatible chat endpoint, asked in both

@@ -1,6 +1,6 @@
 """Pairwise LLM judge behind any OpenAI-compatible chat endpoint (``vllm serve``, hosted APIs).
 
-Protocol (metrics.md §3.2–3.3), per (prompt, A, B):
+Protocol (docs/metrics.md §2.3), per (prompt, A, B):
 
 1. Ask twice, once with A shown first and once with B shown first, using a versioned prompt
    (:data:`PAIRWISE_PROMPTS`; the default ``dpo-c-v1`` follows the spirit of the DPO paper's
