@@ -125,6 +125,11 @@ def plot_frontier(block: Block, fr, opts: Options, base: Path, sqrt: bool = Fals
                 c = st.colour[algo]
                 ax.step(tx(ek), er, where="post", color=c, lw=2.2, alpha=0.9, zorder=4)
                 ax.scatter(tx(ek), er, s=170, facecolor="none", edgecolor=c, lw=1.6, zorder=5)
+        # a KL that is an estimate (best-of-n) is marked where it is drawn (docs/metrics.md §3.5)
+        est = pts.run.map(block.runs.kl_kind).ne("exact") if "kl_kind" in block.runs else pts.run.map(lambda _: False)
+        for _, r in pts[est & pts.final].iterrows():
+            ax.annotate("≈", (float(tx(r.kl)), float(r[m])), xytext=(5, 4), textcoords="offset points", fontsize=11,
+                        color="black", zorder=6)
         ax.axhline(fr.floors[m], color="#777777", ls=":", lw=1, zorder=0)
         ax.set_xlabel(SQRT_KL_LABEL if sqrt else KL_LABEL)
         ax.set_ylabel(_metric_label(block, m))
@@ -141,13 +146,15 @@ def plot_frontier(block: Block, fr, opts: Options, base: Path, sqrt: bool = Fals
                 Line2D([], [], color="#555555", lw=2.2, marker="o", mfc="none", ms=11,
                        label="Pareto set of the algorithm"),
                 Line2D([], [], color="#777777", ls=":", label="π_SFT level")]
+    if "kl_kind" in block.runs and block.runs.kl_kind.ne("exact").any():
+        handles.append(Line2D([], [], color="none", label="≈  KL is an estimate (best-of-n)"))
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.905, 0.5), frameon=False)
     fig.subplots_adjust(right=0.9, wspace=0.22)
     n_runs = pts.run.nunique()
     fig.suptitle(f"Reward–{'√KL' if sqrt else 'KL'} frontier, {block.suite} ({block.preset}): {n_runs} runs, every "
                  f"checkpoint and final "
                  f"evaluation\nthick line = each algorithm's Pareto set (no point of the algorithm has lower KL and "
-                 f"higher reward)", fontsize=10)
+                 f"higher reward), chosen on the same prompts it is drawn on", fontsize=10)
     return _save(fig, base, opts)
 
 
