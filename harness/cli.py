@@ -52,16 +52,16 @@ def cmd_run(args) -> int:
         raise UserError("--checkpoint-every", str(args.checkpoint_every), "must be >= 0")
     plan = make_plan(Request(suite=args.suite, preset=args.preset, algorithms=args.algorithms, seeds=args.seeds,
                              sets=args.set, sweeps=args.sweep, sweep_file=args.sweep_file,
-                             eval_checkpoints=args.eval_checkpoints, sampler=args.sampler))
+                             eval_checkpoints=args.eval_checkpoints, sampler=args.sampler),
+                     _cache_dir(Path(args.results)))
     store = ResultsStore(args.results)
     store.prepare()
 
     _set_threads()
     from harness.core.progress import say
-    from harness.execution.artifacts import SuiteArtifacts
     from harness.execution.runner import execute
 
-    art = SuiteArtifacts(plan.suite, plan.preset, _cache_dir(Path(args.results)), plan.sampler)
+    art = plan.artifacts
     try:
         counts = execute(plan.runs, art, store, force=args.force, save_every=args.checkpoint_every)
     finally:

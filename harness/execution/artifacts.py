@@ -5,6 +5,9 @@
 - ``reflogps``: log π_ref(y|x) of every chosen and rejected response, for DPO-style losses;
 - ``baseline``: π_SFT samples on the evaluation prompts, the opponent of every win rate.
 
+Training (pair) and evaluation prompts are split by prompt text, not only by document: see
+``PROMPT_SPLIT`` and :func:`make_prompts`; no evaluation prompt ever equals a pair prompt.
+
 Each lives in ``<cache>/<suite>/<kind>-<hash>/``; the hash covers every input that changes it (suite
 sections, preset sizes, generator versions, the upstream artifacts' hashes). A folder appears only
 once complete (built under a temporary name, then renamed), so a crash never leaves a half-built
@@ -13,6 +16,7 @@ artifact that a later run would trust.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -118,22 +122,91 @@ def split_corpus(docs: list[str], suite: Suite) -> tuple[list[str], list[str]]:
     return [docs[i] for i in order[n_held:]], [docs[i] for i in order[:n_held]]
 
 
-def make_prompts(docs: list[str], suite: Suite, n: int, purpose: str) -> list[str]:
-    """``n`` distinct prefixes of ``min_words``..``max_words`` words from a seeded choice of documents."""
+# Prompts are split by their text, not by their document: a 2-5-word prefix such as "I watched this"
+# opens hundreds of reviews, so a document split alone puts most evaluation prompts among the training
+# ones. Each distinct prompt text (after normalisation) belongs to exactly one side, fixed by a seeded
+# hash of that text alone, so no preset and no preset size can ever put one text on both sides.
+PROMPT_SPLIT = 2  # in the pairs and baseline keys; bump when the rule below (or PROMPT_EVAL_SHARE) changes
+PROMPT_EVAL_SHARE = 0.4  # share of distinct prompt texts that belong to the evaluation side
+
+
+def prompt_key(text: str) -> str:
+    """What two prompts must differ in to count as different: whitespace-normalised and case-folded."""
+    return " ".join(text.split()).casefold()
+
+
+def prompt_side(text: str, seed: int) -> str:
+    """``eval`` or ``train``: a seeded hash of the normalised text, independent of anything else."""
+    digest = hashlib.sha256(f"{int(seed)}/prompt-split/{prompt_key(text)}".encode()).digest()
+    return "eval" if int.from_bytes(digest[:8], "little") < PROMPT_EVAL_SHARE * 2 ** 64 else "train"
+
+
+def prompt_pool(docs: list[str], suite: Suite, side: str, exclude=()) -> list[str]:
+    """Every distinct prefix of ``min_words``..``max_words`` words of ``docs`` (with at least one word
+    left to continue) whose text belongs to ``side`` and is not in ``exclude``, in first-seen order."""
+    if side not in ("train", "eval"):
+        raise ValueError(f"side must be train or eval, got {side!r}")
+    excluded = {prompt_key(p) for p in exclude}
+    lo, hi = suite.prompts.min_words, suite.prompts.max_words
+    pool: dict[str, str] = {}
+    for doc in docs:
+        words = doc.split(None, hi)
+        for k in range(lo, min(hi, len(words) - 1) + 1):
+            p = " ".join(words[:k])
+            key = prompt_key(p)
+            if key not in pool and key not in excluded:
+                pool[key] = p
+    return [p for p in pool.values() if prompt_side(p, suite.seed) == side]
+
+
+def make_prompts(docs: list[str], suite: Suite, n: int, purpose: str, exclude=(),
+                 field: str = "presets") -> list[str]:
+    """``n`` distinct prompts of the ``purpose`` side (``train`` or ``eval``): a seeded draw from
+    :func:`prompt_pool` of ``docs`` less any prompt in ``exclude`` (compared by :func:`prompt_key`).
+
+    The draw is the first ``n`` of one seeded order of the pool, so (for the same ``exclude``) a smaller
+    preset's prompts are a prefix of a larger one's, and the evaluation prompts never depend on how many
+    training prompts there are.
+    """
+    pool = prompt_pool(docs, suite, purpose, exclude)
+    if len(pool) < n:
+        what = "held-out documents" if purpose == "eval" else "training documents"
+        raise UserError(suite.path, field,
+                        f"asked for {n} {purpose} prompts, the corpus yields only {len(pool)} (distinct "
+                        f"{suite.prompts.min_words}-{suite.prompts.max_words}-word prefixes of the {what} "
+                        f"on the {purpose} side of the prompt split)")
     rng = np.random.default_rng(seeds.derive(suite.seed, f"prompts-{purpose}"))
-    out, seen = [], set()
-    for i in rng.permutation(len(docs)):
-        words = docs[i].split()
-        k = int(rng.integers(suite.prompts.min_words, suite.prompts.max_words + 1))
-        if len(words) <= k:
-            continue
-        p = " ".join(words[:k])
-        if p not in seen:
-            seen.add(p)
-            out.append(p)
-        if len(out) == n:
-            return out
-    raise UserError(suite.path, "presets", f"asked for {n} {purpose} prompts, the corpus yields only {len(out)}")
+    return [pool[i] for i in rng.permutation(len(pool))[:n]]
+
+
+def pairs_file_prompts(path: Path) -> list[str]:
+    """The distinct prompts of a pairs file (.jsonl or .parquet), read without a tokenizer. Only the
+    prompt column is read; the full strict check is ``harness.suites.pairs.read_pairs_file``."""
+    path = Path(path)
+    where = str(path)
+    if not path.is_file():
+        raise UserError(where, None, "preference file not found")
+    try:
+        if path.suffix == ".jsonl":
+            prompts = []
+            for i, line in enumerate(path.read_bytes().decode("utf-8").splitlines()):
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise UserError(where, f"line {i + 1}", f"invalid JSON: {e.msg}") from None
+                    if isinstance(row, dict) and isinstance(row.get("prompt"), str):
+                        prompts.append(row["prompt"])
+        elif path.suffix == ".parquet":
+            df = pd.read_parquet(path)
+            if "prompt" not in df.columns:
+                raise UserError(where, "prompt", "missing column; required: prompt, chosen, rejected")
+            prompts = [p for p in df.prompt.tolist() if isinstance(p, str)]
+        else:
+            raise UserError(where, None, "preference files must be .jsonl or .parquet")
+    except UnicodeDecodeError:
+        raise UserError(where, None, "not valid UTF-8") from None
+    return list(dict.fromkeys(prompts))
 
 
 class SuiteArtifacts:
@@ -169,16 +242,18 @@ class SuiteArtifacts:
     @cached_property
     def pairs_key(self) -> dict:
         s = self.suite
-        return {"reference": self.reference_hash, "prompts": s.prompts, "pairs": s.pairs,
-                "judge": non_default(s.judge), "train_prompts": self.preset.train_prompts,
+        return {"reference": self.reference_hash, "prompts": s.prompts, "prompt_split": PROMPT_SPLIT,
+                "pairs": s.pairs, "judge": non_default(s.judge), "train_prompts": self.preset.train_prompts,
                 "sampler": self.sampler.name,
                 "pairs_file": _file_digest(s.resolve_path(s.pairs.path)) if s.pairs.kind == "file" else None}
 
     @cached_property
     def baseline_key(self) -> dict:
         s = self.suite
-        return {"reference": self.reference_hash, "prompts": s.prompts, "evaluation": s.evaluation,
-                "judge": non_default(s.judge), "eval_prompts": self.preset.eval_prompts, "sampler": self.sampler.name}
+        return {"reference": self.reference_hash, "prompts": s.prompts, "prompt_split": PROMPT_SPLIT,
+                "evaluation": s.evaluation, "judge": non_default(s.judge), "eval_prompts": self.preset.eval_prompts,
+                "sampler": self.sampler.name,  # a pairs file's prompts are kept out of the evaluation prompts
+                "pairs_file": _file_digest(s.resolve_path(s.pairs.path)) if s.pairs.kind == "file" else None}
 
     def hashes(self) -> dict:
         return {"reference": self.reference_hash, "pairs": content_hash(self.pairs_key),
@@ -188,9 +263,9 @@ class SuiteArtifacts:
     @property
     def sampler(self):
         if self._sampler is None:
-            from harness.evaluation.sampling import get_sampler
+            from harness.evaluation.sampling import DEFAULT_SAMPLER, get_sampler
 
-            self._sampler = get_sampler("hf")
+            self._sampler = get_sampler(DEFAULT_SAMPLER)
         return self._sampler
 
     @cached_property
@@ -205,6 +280,7 @@ class SuiteArtifacts:
 
     @cached_property
     def reference_dir(self) -> Path:
+        self.check_prompts()  # a preset the corpus cannot serve fails here, before π_SFT is trained
         path, built = self.cache.get_or_build("reference", self.reference_key, self._build_reference)
         if built:
             self.built.append("reference")
@@ -231,8 +307,39 @@ class SuiteArtifacts:
         return model
 
     @cached_property
+    def pair_prompts(self) -> list[str]:
+        """The prompts preference pairs are made from: seeded training-side prompts of the training
+        documents, or the distinct prompts of the pairs file."""
+        s = self.suite
+        if s.pairs.kind == "file":
+            return pairs_file_prompts(s.resolve_path(s.pairs.path))
+        return make_prompts(self.corpus[0], s, self.preset.train_prompts, "train",
+                            field=f"presets.{self.preset_name}.train_prompts")
+
+    @cached_property
     def eval_prompts(self) -> list[str]:
-        return make_prompts(self.corpus[1], self.suite, self.preset.eval_prompts, "eval")
+        """Evaluation-side prompts of the held-out documents; none equals a pair prompt (:func:`prompt_key`)."""
+        s, n, held_out = self.suite, self.preset.eval_prompts, self.corpus[1]
+        # The corpus alone must give enough; sampled pair prompts are disjoint by construction (the
+        # two sides never share a text), a pairs file's prompts are excluded on top.
+        prompts = make_prompts(held_out, s, n, "eval", field=f"presets.{self.preset_name}.eval_prompts")
+        if s.pairs.kind != "file":
+            return prompts
+        file_prompts = self.pair_prompts
+        try:
+            return make_prompts(held_out, s, n, "eval", exclude=file_prompts)
+        except UserError:
+            left = len(prompt_pool(held_out, s, "eval", exclude=file_prompts))
+            raise UserError(f"{s.path}: pairs.path", s.pairs.path,
+                            f"preset {self.preset_name} asks for {n} evaluation prompts, but only {left} "
+                            f"held-out prompts are not among the file's {len(file_prompts)} prompts "
+                            "(evaluation prompts never repeat a pair prompt)") from None
+
+    def check_prompts(self) -> None:
+        """Draw the pair and evaluation prompts (cheap, no model), raising the one-line UserError when
+        the corpus cannot give the preset's counts."""
+        self.pair_prompts
+        self.eval_prompts
 
     @cached_property
     def eval_prompt_ids(self) -> list[list[int]]:
@@ -253,6 +360,7 @@ class SuiteArtifacts:
     @cached_property
     def pairs(self) -> pd.DataFrame:
         """All preference pairs (``split`` = train / valid) with reference log-probabilities."""
+        self.check_prompts()
         path, built = self.cache.get_or_build("pairs", self.pairs_key, self._build_pairs)
         if built:
             self.built.append("pairs")
@@ -312,7 +420,7 @@ class SuiteArtifacts:
         from harness.evaluation.sampling.base import GenerationSettings, PolicyHandle
 
         s = self.suite
-        prompts = make_prompts(self.corpus[0], s, self.preset.train_prompts, "train")
+        prompts = self.pair_prompts
         prompt_ids = self.encode_prompts(prompts, "pairs.max_new_tokens", s.pairs.max_new_tokens)
         comp = self.sampler.sample(PolicyHandle(self.tokenizer, self.reference_model, self.reference_dir),
                                    prompt_ids, s.pairs.samples_per_prompt,

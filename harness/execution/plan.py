@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from harness import registry
@@ -142,7 +143,7 @@ def suite_identity(suite: Suite, preset_name: str) -> dict:
 def plan_runs(suite: Suite, preset_name: str, algorithms: list[str], seed_list: list[int],
               overrides: dict[str, dict[str, Any]], sampler: str,
               sweeps: dict[str, dict[str, list[Any]]] | None = None,
-              eval_checkpoints: int | None = None) -> list[RunSpec]:
+              eval_checkpoints: int | None = None, artifacts: dict | None = None) -> list[RunSpec]:
     """Every (algorithm, hyperparameter point, seed) to run. Each algorithm's swept keys form a grid
     (their cross product); grids of different algorithms are independent; all are crossed with seeds."""
     import itertools
@@ -160,6 +161,8 @@ def plan_runs(suite: Suite, preset_name: str, algorithms: list[str], seed_list: 
         if algo not in {s.name for s in registry.all_specs()}:
             raise UserError(f"{suite.path}: presets.{preset_name}.algorithms", algo, "unknown algorithm")
     base = suite_identity(suite, preset_name)
+    if artifacts is not None:  # content hashes of π_SFT, pairs and baseline: a change to how they are made
+        base["artifacts"] = artifacts  # (generator, prompt split, a pairs file's contents) is another run
     if eval_checkpoints is not None:
         base["preset"]["eval_checkpoints"] = eval_checkpoints
     plan = []
@@ -203,9 +206,10 @@ class Plan:
     preset: str
     runs: list[RunSpec]
     sampler: Any  # the resolved sampler object (``auto`` already decided)
+    artifacts: Any  # the suite's shared artifacts (SuiteArtifacts), not built yet
 
 
-def make_plan(req: Request) -> Plan:
+def make_plan(req: Request, cache_root: Path) -> Plan:
     """Resolve a request into a plan of runs, validating everything before any compute.
 
     Precedence: command-line flags > the sweep file > defaults (preset ``smoke``, algorithms sft,dpo,
@@ -242,5 +246,10 @@ def make_plan(req: Request) -> Plan:
     ev = suite.evaluation
     sampler = get_sampler(req.sampler, job_tokens=suite.preset(preset).eval_prompts * ev.samples_per_prompt
                           * ev.max_new_tokens)
-    runs = plan_runs(suite, preset, algorithms, seed_list, sets, sampler.name, sweeps, req.eval_checkpoints)
-    return Plan(suite, preset, runs, sampler)
+    from harness.execution.artifacts import SuiteArtifacts
+
+    art = SuiteArtifacts(suite, preset, cache_root, sampler)
+    art.check_prompts()  # the preset's prompts exist (and a pairs file leaves enough): before any compute
+    runs = plan_runs(suite, preset, algorithms, seed_list, sets, sampler.name, sweeps, req.eval_checkpoints,
+                     art.hashes())
+    return Plan(suite, preset, runs, sampler, art)

@@ -684,7 +684,9 @@ def make_prompts(
     """One prompt per review: its prefix of a seeded length in [min_words, max_words].
 
     Deterministic in (reviews, seed, min_words, max_words); the length drawn
-    for review ``i`` does not depend on the review texts.
+    for review ``i`` does not depend on the review texts.  This helper makes no
+    train/evaluation split: a suite's prompts are drawn, split by prompt text,
+    in ``harness.execution.artifacts.make_prompts``.
     """
     if not 1 <= min_words <= max_words:
         raise ValueError(
