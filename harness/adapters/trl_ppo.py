@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from harness.adapters import hide_vllm_from_trl, quiet_transformers, quiet_trl
+from harness.adapters import hide_vllm_from_trl, quiet_transformers, quiet_trl, require_patch
 
 # TRL's per-update log keys -> the harness's canonical training-log names. Units match the online
 # trainers': kl in nats per sequence (TRL's estimator at the rollout temperature), entropy in nats
@@ -66,6 +66,7 @@ def _reward_dispatch(ppo_module):
     """Route TRL's ``get_reward`` for a function reward to the function (TRL calls the reward model
     through its backbone and score head, so a Python reward needs this hook; it is the only way to
     know where the prompt ends). Restored on exit."""
+    require_patch("trl-ppo-get-reward")
     original = ppo_module.get_reward
 
     def get_reward(model, query_responses, pad_token_id, context_length):
@@ -78,6 +79,12 @@ def _reward_dispatch(ppo_module):
         yield
     finally:
         ppo_module.get_reward = original
+
+
+def _skip_distributed_loading(trainer) -> None:
+    """PPOTrainer never runs ``Trainer.__init__``, which sets this flag; transformers' saving reads it."""
+    require_patch("trl-ppo-distributed-loading")
+    trainer.is_distributed_loading_by_transformers = False
 
 
 def train_ppo(policy, value_model, reward: Any, tokenizer, prompts: Sequence[Sequence[int]], *,
@@ -125,8 +132,7 @@ def train_ppo(policy, value_model, reward: Any, tokenizer, prompts: Sequence[Seq
             trainer = PPOTrainer(args=args, processing_class=tokenizer, model=policy, ref_model=ref,
                                  reward_model=reward_module, value_model=value_model, train_dataset=ds,
                                  callbacks=callbacks)
-            # trl 1.12 + transformers 5.19: PPOTrainer never runs Trainer.__init__; saving needs this
-            trainer.is_distributed_loading_by_transformers = False
+            _skip_distributed_loading(trainer)  # trl 1.12 + transformers 5.19
             for cb in (PrinterCallback, ProgressCallback):
                 trainer.remove_callback(cb)
             with _reward_dispatch(ppo_module):

@@ -59,7 +59,10 @@ def available() -> bool:
 def configure_environment() -> None:
     """Engine settings that must be in the environment before ``import vllm``; a value already set
     by the user wins. CPU: both cores for the engine, a 1 GiB KV cache, and the in-process engine
-    unless ``PREFBENCH_VLLM_MULTIPROC=1``."""
+    unless ``PREFBENCH_VLLM_MULTIPROC=1``. Checks the vLLM version these settings were written for."""
+    from harness.adapters import require_patch
+
+    require_patch("vllm-in-process-engine")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     if os.environ.get("PREFBENCH_VLLM_MULTIPROC", "0") != "1":
@@ -262,6 +265,9 @@ def _lora_rank(adapter: Path | str) -> int:
 
 def _supports_lora(folder: Path) -> bool:
     """Whether vLLM's implementation of the folder's architecture has LoRA support."""
+    from harness.adapters import require_patch
+
+    require_patch("vllm-lora-lookup")  # outside the try: a version change must not pass as "no LoRA"
     try:
         archs = json.loads((Path(folder) / "config.json").read_text()).get("architectures") or []
         configure_environment()
