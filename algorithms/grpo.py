@@ -33,6 +33,8 @@ class GRPOConfig(RewardModelFields, GRPOFields):
 @register("grpo", "GRPO: k samples per prompt, group-normalised advantages, explicit per-token KL to π_ref "
                   "(TRL GRPOTrainer); learned reward model or gold reward", GRPOConfig)
 class GRPO(Algorithm):
+    patched_libraries = ("trl",)
+
     def variant(self) -> str:
         return "grpo-gt" if self.config.reward == "gold" else "grpo"
 

@@ -133,6 +133,8 @@ def run_ppo(algo: Algorithm, ctx, reward, value_model, tokenizer):
 @register("ppo", "PPO-RLHF: reward model fitted to the pairs (TRL RewardTrainer), then PPO with a KL penalty "
                  "to π_ref (TRL experimental PPO)", PPOConfig)
 class PPO(Algorithm):
+    patched_libraries = ("trl",)
+
     def train(self, ctx):
         import copy
 
@@ -155,6 +157,8 @@ class PPO(Algorithm):
 @register("ppo-gt", "PPO against the suite's gold reward instead of a learned one (the DPO paper's PPO-GT)",
           PPOGTConfig)
 class PPOGT(Algorithm):
+    patched_libraries = ("trl",)
+
     def train(self, ctx):
         from harness.adapters import trainer_tokenizer
         from harness.adapters.trl_ppo import FunctionReward

@@ -94,6 +94,8 @@ def run_online(algo: Algorithm, ctx, kind: str, extra: dict | None = None):
 @register("rloo", "RLOO: k samples per prompt, leave-one-out baseline, KL penalty in the reward (TRL RLOOTrainer); "
                   "learned reward model or gold reward", OnlineConfig)
 class RLOO(Algorithm):
+    patched_libraries = ("trl",)
+
     def variant(self) -> str:
         return "rloo-gt" if self.config.reward == "gold" else "rloo"
 

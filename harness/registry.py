@@ -83,6 +83,9 @@ class Algorithm:
 
     name: str = ""
     Config: type = object
+    # libraries whose internals the algorithm's adapters patch (e.g. ("trl",)): their patches' version
+    # pins are checked when the run is planned, before any compute (harness.adapters.check_patches)
+    patched_libraries: tuple[str, ...] = ()
 
     def __init__(self, config: Any):
         self.config = config

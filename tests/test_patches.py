@@ -190,3 +190,21 @@ def test_vllm_environment_defaults_and_user_values_win(sandbox, monkeypatch):
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "4")
     vllm.configure_environment()
     assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "4" and not vllm._in_process()
+
+
+def test_a_planned_run_checks_its_patches_before_any_compute(tmp_path, monkeypatch, capsys):
+    """A TRL-backed algorithm meeting another TRL version stops at planning: one line, exit 2, nothing
+    written; an algorithm that patches nothing still plans."""
+    from pathlib import Path
+
+    import harness.adapters as adapters
+    from harness.cli import main
+
+    tiny = str(Path(__file__).resolve().parent / "data" / "tiny.yaml")
+    real = adapters.installed_version
+    monkeypatch.setattr(adapters, "installed_version", lambda p: "9.9.9" if p == "trl" else real(p))
+    results = tmp_path / "results"
+    assert main(["run", tiny, "--algorithms", "ppo-gt", "--results", str(results)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "patch 'trl-" in err[0] and "installed trl 9.9.9" in err[0]
+    assert not results.exists()

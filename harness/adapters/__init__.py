@@ -120,6 +120,16 @@ def require_patch(name: str) -> None:
             raise PatchVersionError(name, text, req.name, have)
 
 
+def check_patches(libraries) -> None:
+    """Preflight: :func:`require_patch` for every patch touching one of ``libraries`` (e.g. ``{"trl"}``),
+    so a version mismatch stops a ``prefbench run`` with one line before any compute."""
+    from packaging.requirements import Requirement
+
+    for name, patch in PATCHES.items():
+        if any(Requirement(r).name in libraries for r in patch.requires):
+            require_patch(name)
+
+
 def quiet_trl() -> None:
     """TRL warns on every import of its experimental API; the adapters know it is experimental."""
     require_patch("trl-experimental-silence")

@@ -246,8 +246,13 @@ def make_plan(req: Request, cache_root: Path) -> Plan:
     ev = suite.evaluation
     sampler = get_sampler(req.sampler, job_tokens=suite.preset(preset).eval_prompts * ev.samples_per_prompt
                           * ev.max_new_tokens)
+    from harness.adapters import check_patches
     from harness.execution.artifacts import SuiteArtifacts
 
+    libraries = {lib for a in algorithms for lib in registry.get(a).cls.patched_libraries}
+    if sampler.name == "vllm":
+        libraries.add("vllm")
+    check_patches(libraries)  # a library patch meeting another version stops here, not mid-sweep
     art = SuiteArtifacts(suite, preset, cache_root, sampler)
     art.check_prompts()  # the preset's prompts exist (and a pairs file leaves enough): before any compute
     runs = plan_runs(suite, preset, algorithms, seed_list, sets, sampler.name, sweeps, req.eval_checkpoints,
