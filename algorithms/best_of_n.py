@@ -4,14 +4,20 @@ equal ``rm_*`` settings and seed).
 
 KL(π_bon‖π_SFT). With F(y) = P_{Y~π_SFT}(r(Y) ≤ r(y)), π_bon(y)/π_SFT(y) ≤ n·F(y)^(n−1), with equality
 when π_SFT has no atoms (no two candidates equal); the expectation under π_bon of the log of that is
-the analytic value log n − (n−1)/n, an upper bound on the KL (metrics.md §2.5.6). The measured KL
-per evaluation sample y is log n + (n−1)·log F̂(y), where F̂(y) = (1 + #{j: r(Y_j) ≤ r(y)})/(M+1)
-ranks y among M fresh π_SFT samples Y_j of the same prompt (``kl_samples``; drawn with the
-candidates, never used for selection). It is a Monte-Carlo estimate of that bound's integrand: it
-counts ties as ≤, so it errs upwards like the bound, and the +1 makes it slightly conservative for
-small M (about +0.03 nats at n = 4, M = 16 for an atomless π_SFT). The analytic value is reported
-beside it (``kl_upper_bound``). There is no per-token policy, so the k1/k3 columns are NaN;
-``ref_logp`` is exact and ``policy_logp`` is ref_logp plus the estimated log-ratio.
+the analytic value log n − (n−1)/n, an upper bound on the KL (docs/metrics.md §3.6). The measured KL
+per evaluation sample y is :func:`rank_kl_estimate`: log n + (n−1)·log F̂(y), where
+F̂(y) = (1 + #{j: r(Y_j) ≤ r(y)})/(M+1) ranks y among M fresh π_SFT samples Y_j of the same prompt
+(``kl_samples``; drawn with the candidates, never used for selection). It is a Monte-Carlo estimate of
+that bound's integrand: it counts ties as ≤, so it errs upwards like the bound, and the +1 makes it
+slightly conservative for small M (about +0.03 nats at n = 4, M = 16 for an atomless π_SFT).
+
+So best-of-n's ``kl`` is recorded as ``kl_kind = "estimate"`` (docs/metrics.md §3.5; every other
+algorithm's, and best-of-1's, is "exact"), and the analytic value is reported beside it as its own
+fact, ``kl_upper_bound`` (``kl_upper_bound_kind = "bound"``), never as the ``kl`` column. At an
+evaluation temperature T ≠ 1 the candidates and the fresh samples come from π_SFT at T, so both are
+about KL(π_bon‖π_SFT,T), like every algorithm's KL at T. There is no per-token policy, so the k1/k3
+columns are NaN; ``ref_logp`` is exact (log π_SFT,T) and ``policy_logp`` is ref_logp plus the
+estimated log-ratio.
 """
 from __future__ import annotations
 
@@ -35,7 +41,30 @@ class BestOfNConfig(RewardModelFields, BestOfNFields):
 
 
 def analytic_kl(n: int) -> float:
+    """log n − (n−1)/n: KL(π_bon‖π_SFT) for an atomless π_SFT, an upper bound otherwise."""
     return math.log(n) - (n - 1) / n
+
+
+def rank_kl_estimate(chosen, fresh, n: int):
+    """Per-sample estimate of log π_bon(y)/π_SFT(y) for best-of-``n`` picks y (the module docstring).
+
+    ``chosen``: [N] reward-model scores of the picked completions. ``fresh``: [N, M] scores of M fresh
+    π_SFT samples of each pick's prompt (not its candidates). Returns [N] float64:
+    log n + (n−1)·log((1 + #{j: fresh_j ≤ chosen})/(M+1)); exactly 0 for n = 1 (best-of-1 is π_SFT),
+    NaN for n > 1 and M = 0 (nothing to rank against).
+    """
+    import numpy as np
+
+    chosen, fresh = np.asarray(chosen), np.asarray(fresh)
+    if chosen.ndim != 1 or fresh.ndim != 2 or len(fresh) != len(chosen):
+        raise ValueError(f"chosen must be [N] and fresh [N, M], got {chosen.shape} and {fresh.shape}")
+    if n == 1:
+        return np.zeros(len(chosen))
+    m = fresh.shape[1]
+    if m == 0:
+        return np.full(len(chosen), np.nan)
+    at_most = (fresh <= chosen[:, None]).sum(1)
+    return math.log(n) + (n - 1) * np.log((1.0 + at_most) / (m + 1))
 
 
 class BestOfNPolicy:
@@ -43,6 +72,12 @@ class BestOfNPolicy:
 
     def __init__(self, reward_model, n: int, kl_samples: int):
         self.rm, self.n, self.m = reward_model, n, kl_samples
+
+    @property
+    def kl_kind(self) -> str:
+        """What :meth:`sequence_kl`'s ``kl`` is (evaluation records it as ``kl_kind``): the rank-based
+        estimate, except for n = 1, where π_bon = π_SFT and the KL is exactly 0."""
+        return "exact" if self.n == 1 else "estimate"
 
     def sample_for_evaluation(self, art, prompt_ids, n_samples: int, settings, seed: int):
         import numpy as np
@@ -56,22 +91,21 @@ class BestOfNPolicy:
                                  settings, seed=seeds.derive(seed, "best-of-n"), desc=f"best-of-{n}: sampling π_SFT")
         rows = [prompt_ids[i] for i in raw.prompt_index]
         scores = self.rm.score(rows, raw.token_ids, batch_size=settings.batch_size)
-        pick, log_f = [], []
+        pick, fresh = [], []
         for p in range(len(prompt_ids)):
             base = p * k
-            fresh = scores[base + n_samples * n: base + k]
             for j in range(n_samples):
                 cand = scores[base + j * n: base + (j + 1) * n]
-                best = base + j * n + int(np.argmax(cand))
-                pick.append(best)
-                log_f.append(math.log((1 + int((fresh <= scores[best]).sum())) / (m + 1)) if m else float("nan"))
+                pick.append(base + j * n + int(np.argmax(cand)))
+                fresh.append(scores[base + n_samples * n: base + k])  # shared by the prompt's picks
         pick = np.array(pick)
         N = len(pick)
         return Completions(
             prompt_index=np.arange(N) // n_samples, sample_index=np.arange(N) % n_samples,
             token_ids=[raw.token_ids[i] for i in pick], texts=[raw.texts[i] for i in pick],
             finished=raw.finished[pick], engine=raw.engine,
-            info={"log_f": np.array(log_f), "rm_score": scores[pick],
+            info={"kl_estimate": rank_kl_estimate(scores[pick], np.array(fresh).reshape(N, m), n),
+                  "rm_score": scores[pick],
                   "rm_score_sft": float(scores.reshape(len(prompt_ids), k)[:, :n_samples * n].mean())})
 
     def sequence_kl(self, art, prompt_rows, comp):
@@ -80,15 +114,18 @@ class BestOfNPolicy:
         from harness.training.logprobs import batched_sequence_logps
 
         ev = art.suite.evaluation
+        # the candidates were sampled from π_SFT at the evaluation temperature: log π_SFT,T(y)
         ref = batched_sequence_logps(art.reference_model, prompt_rows, comp.token_ids, art.tokenizer.pad_token_id,
-                                     ev.batch_size, art.suite.policy.max_length).double().numpy()
-        log_ratio = math.log(self.n) + (self.n - 1) * comp.info["log_f"] if self.n > 1 else np.zeros(len(ref))
+                                     ev.batch_size, art.suite.policy.max_length,
+                                     temperature=ev.temperature).double().numpy()
+        log_ratio = comp.info["kl_estimate"]
         nan = np.full(len(ref), np.nan)
         self._last = {"rm_score": float(np.mean(comp.info["rm_score"])), "rm_score_sft": comp.info["rm_score_sft"]}
         return {"kl": log_ratio, "kl_k1": nan, "kl_k3": nan, "policy_logp": ref + log_ratio, "ref_logp": ref}
 
     def evaluation_metrics(self) -> dict:
-        out = {"best_of_n": self.n, "kl_upper_bound": analytic_kl(self.n), "kl_samples": self.m,
+        out = {"best_of_n": self.n, "kl_upper_bound": analytic_kl(self.n), "kl_upper_bound_kind": "bound",
+               "kl_samples": self.m,
                "kl_estimator": f"rank among {self.m} fresh π_SFT samples (best_of_n module docstring)"
                if self.m else "not measured (kl_samples=0)"}
         out.update({f"best_of_n_{k}": v for k, v in getattr(self, "_last", {}).items()})

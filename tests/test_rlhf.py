@@ -328,6 +328,7 @@ def test_best_of_n_reports_measured_kl_beside_the_analytic_bound(rlhf_results):
     path, m = _ok(runs, "best-of-n")
     met = m["metrics"]
     assert met["best_of_n"] == 2 and met["kl_upper_bound"] == pytest.approx(math.log(2) - 0.5)
+    assert met["kl_kind"] == "estimate" and met["kl_upper_bound_kind"] == "bound" and met["kl_temperature"] == 1.0
     s = pd.read_parquet(path / "samples.parquet")
     assert s.kl.between(-1e9, math.log(2) + 1e-9).all() and s.kl_k1.isna().all()
     assert met["best_of_n_rm_score"] >= met["best_of_n_rm_score_sft"]  # the ranker picked higher-scored samples

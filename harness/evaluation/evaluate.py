@@ -1,8 +1,13 @@
 """Evaluation, the same code for every algorithm.
 
-For a policy: sample completions for the held-out prompts (temperature from the suite, 1.0 by
+For a policy: sample completions for the held-out prompts (temperature T from the suite, 1.0 by
 default, no top-k/top-p), judge them, pair them with π_SFT's baseline samples on the same prompts
-for the win rate, and score them under π and π_ref for KL(π‖π_ref) on the policy's own samples.
+for the win rate, and score them under π and π_ref, both at T, for KL(π_T‖π_ref,T) on the policy's
+own samples (KL(π‖π_ref) at T = 1; docs/metrics.md §1.3).
+
+Every KL is recorded with what it is: ``kl_temperature`` (T) and ``kl_kind``, "exact" for the
+per-step sum of :mod:`harness.evaluation.kl` or "estimate" for a policy that measures its KL itself
+(best-of-n's rank-based estimate). Bounds are separate facts (best-of-n's ``kl_upper_bound``; §3.5).
 """
 from __future__ import annotations
 
@@ -19,6 +24,9 @@ from harness.evaluation.sampling.base import GenerationSettings, PolicyHandle
 
 if TYPE_CHECKING:  # the artifacts are execution's; evaluation only reads them
     from harness.execution.artifacts import SuiteArtifacts
+
+
+KL_KINDS = ("exact", "estimate")  # metrics["kl_kind"]; a bound is never reported as "kl"
 
 
 def distinct_n(token_lists: list[list[int]], n: int) -> float:
@@ -49,11 +57,15 @@ def evaluate_policy(model, art: SuiteArtifacts, seed: int, sampler=None, n_resam
     pairwise = is_pairwise(art.judge)
     rewards = np.full(len(comp.texts), np.nan) if pairwise else art.judge.score(row_prompts, comp.texts)
     rows = [prompt_ids[i] for i in comp.prompt_index]
-    if hasattr(model, "sequence_kl"):
+    if hasattr(model, "sequence_kl"):  # the policy measures its KL itself and says what kind it is
         kl = model.sequence_kl(art, rows, comp)
+        kl_kind = getattr(model, "kl_kind", "estimate")
+        if kl_kind not in KL_KINDS:
+            raise ValueError(f"kl_kind must be one of {KL_KINDS}, got {kl_kind!r}")
     else:
         kl = sequence_kl(model, art.reference_model, rows, comp.token_ids, art.tokenizer.pad_token_id,
-                         ev.batch_size, art.suite.policy.max_length)
+                         ev.batch_size, art.suite.policy.max_length, temperature=ev.temperature)
+        kl_kind = "exact"
     base = art.baseline.set_index(["prompt_index", "sample_index"]).loc[
         list(zip(comp.prompt_index.tolist(), comp.sample_index.tolist()))]
     if pairwise:  # e.g. an LLM judge: both orders, inconsistent or unparseable verdicts count as ties
@@ -70,6 +82,8 @@ def evaluate_policy(model, art: SuiteArtifacts, seed: int, sampler=None, n_resam
     metrics = summarize(samples, n_resamples=n_resamples, seed=seed, engine=comp.engine)
     metrics["judge"] = judge_info
     metrics.update(getattr(model, "evaluation_metrics", lambda: {})())
+    # what the kl column is: KL(π_T‖π_ref,T) at the sampling temperature, exact or an estimate
+    metrics["kl_kind"], metrics["kl_temperature"] = kl_kind, float(ev.temperature)
     return samples, metrics
 
 

@@ -1,12 +1,16 @@
 """KL(π‖π_ref) on the policy's own samples: the one KL routine for every algorithm.
 
-Per sequence, in nats, over completion tokens up to and including EOS (metrics.md §2):
+Per sequence, in nats, over completion tokens up to and including EOS (docs/metrics.md §3.1–3.4):
 - ``kl``: exact per-step KL over the vocabulary, summed over the completion (the DPO paper's
   definition, footnote 3; Rao–Blackwellised, lowest variance). The headline number.
 - ``kl_k1``: Σ_t log π(y_t|s_t) − log π_ref(y_t|s_t) (unbiased, high variance, can be negative).
 - ``kl_k3``: Σ_t (r_t − 1) − log r_t with r_t = π_ref/π at the sampled token (unbiased, ≥ 0).
 Both models are scored through :mod:`harness.training.logprobs` in fp32, never with a sampling engine's
-log-probabilities. Samples must come from π at temperature 1 with no top-k/top-p truncation.
+log-probabilities. Samples must come from π at ``temperature`` T with no top-k/top-p truncation; both
+π and π_ref are then scored on logits/T, so every column is about KL(π_T‖π_ref,T), the KL between the
+tempered policies, on exactly the distribution the samples come from (T = 1: KL(π‖π_ref)).
+``policy_logp``/``ref_logp`` are log π_T(y|x) and log π_ref,T(y|x). Evaluation records T beside the
+KL (``kl_temperature``).
 """
 from __future__ import annotations
 
@@ -20,15 +24,17 @@ from harness.training.logprobs import collate, completion_logits
 
 @torch.no_grad()
 def sequence_kl(policy, reference, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
-                pad_id: int, batch_size: int = 64, max_length: int | None = None) -> dict[str, np.ndarray]:
-    """Per-sequence KL estimates [N] plus the two sequence log-probabilities they come from."""
+                pad_id: int, batch_size: int = 64, max_length: int | None = None,
+                temperature: float = 1.0) -> dict[str, np.ndarray]:
+    """Per-sequence KL(π_T‖π_ref,T) estimates [N] plus the two tempered sequence log-probabilities
+    they come from. ``temperature``: the one the completions were sampled at."""
     policy.eval()
     reference.eval()
     out = {k: [] for k in ("kl", "kl_k1", "kl_k3", "policy_logp", "ref_logp")}
     for i in range(0, len(prompts), batch_size):
         b = collate(prompts[i:i + batch_size], completions[i:i + batch_size], pad_id, max_length)
-        lp_pi, targets = completion_logits(policy, b)
-        lp_ref, _ = completion_logits(reference, b)
+        lp_pi, targets = completion_logits(policy, b, temperature)
+        lp_ref, _ = completion_logits(reference, b, temperature)
         mask = b.target_mask
         exact_tok = (lp_pi.exp() * (lp_pi - lp_ref)).sum(-1)
         pi_t = lp_pi.gather(-1, targets.unsqueeze(-1)).squeeze(-1)

@@ -4,6 +4,9 @@ Training losses, the cached reference log-probabilities and the KL routine all g
 :func:`collate` and :func:`completion_logits`, so π_θ and π_ref are always scored with the same
 padding, attention mask and position ids, in fp32. Sequences are right-padded, so positions are
 0..L-1 exactly as in training.
+
+``temperature`` T scores the tempered policy π_T(·|s) = softmax(logits/T), the distribution a sampler
+at temperature T draws from (T = 1: the policy itself). Evaluation scores π and π_ref at the same T.
 """
 from __future__ import annotations
 
@@ -45,10 +48,18 @@ def collate(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int
     return Batch(ids, att, tgt[:, : L - 1])
 
 
-def completion_logits(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-softmax over the vocabulary [B, L-1, V] in fp32, target ids [B, L-1])."""
+def _tempered(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """fp32 logits divided by T (the division a sampler at temperature T applies before its softmax)."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    logits = logits.float()
+    return logits if temperature == 1.0 else logits / temperature
+
+
+def completion_logits(model, batch: Batch, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-softmax of logits/T over the vocabulary [B, L-1, V] in fp32, target ids [B, L-1])."""
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
-    return torch.log_softmax(logits.float(), dim=-1), batch.input_ids[:, 1:]
+    return torch.log_softmax(_tempered(logits, temperature), dim=-1), batch.input_ids[:, 1:]
 
 
 # Architectures whose logits are exactly lm_head(final hidden state): for them the vocabulary
@@ -56,8 +67,9 @@ def completion_logits(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
 _PLAIN_HEAD = {"GPT2LMHeadModel", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "GPTNeoXForCausalLM"}
 
 
-def token_logps(model, batch: Batch) -> torch.Tensor:
-    """log π(y_t | x, y_<t) for every target position [B, L-1]; zero outside the completion.
+def token_logps(model, batch: Batch, temperature: float = 1.0) -> torch.Tensor:
+    """log π(y_t | x, y_<t) for every target position [B, L-1]; zero outside the completion
+    (log π_T at ``temperature`` T ≠ 1).
 
     For plain-head architectures only the completion positions go through the vocabulary projection
     (a third of a batch is prompt or padding here); the result equals the full-logits path.
@@ -67,26 +79,27 @@ def token_logps(model, batch: Batch) -> torch.Tensor:
     if type(model).__name__ in _PLAIN_HEAD:
         hidden = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
         where = mask.bool()
-        logits = model.get_output_embeddings()(hidden[:, :-1][where]).float()
+        logits = _tempered(model.get_output_embeddings()(hidden[:, :-1][where]), temperature)
         picked = -torch.nn.functional.cross_entropy(logits, targets[where], reduction="none")
         out = torch.zeros(mask.shape, dtype=picked.dtype, device=picked.device)
         return out.masked_scatter(where, picked)
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float()
+    logits = _tempered(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1],
+                       temperature)
     picked = -torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
     return picked * mask
 
 
-def sequence_logps(model, batch: Batch) -> torch.Tensor:
-    """log π(y|x) summed over completion tokens, nats per sequence [B]."""
-    return token_logps(model, batch).sum(-1)
+def sequence_logps(model, batch: Batch, temperature: float = 1.0) -> torch.Tensor:
+    """log π(y|x) (log π_T(y|x) at T ≠ 1) summed over completion tokens, nats per sequence [B]."""
+    return token_logps(model, batch, temperature).sum(-1)
 
 
 @torch.no_grad()
 def batched_sequence_logps(model, prompts, completions, pad_id: int, batch_size: int = 64,
-                           max_length: int | None = None) -> torch.Tensor:
+                           max_length: int | None = None, temperature: float = 1.0) -> torch.Tensor:
     model.eval()
     out = []
     for i in range(0, len(prompts), batch_size):
         b = collate(prompts[i:i + batch_size], completions[i:i + batch_size], pad_id, max_length)
-        out.append(sequence_logps(model, b))
+        out.append(sequence_logps(model, b, temperature))
     return torch.cat(out) if out else torch.zeros(0)
