@@ -55,6 +55,25 @@ def test_parse_verdict(reply, verdict):
     assert parse_verdict(reply) == verdict
 
 
+@pytest.mark.parametrize("reply, verdict", [
+    # issue #17: the article "a" is not a verdict, and only the declared answer line counts
+    ("Comparison: B is preferred: a clear winner.\nPreferred: B", 2),
+    ("Preferred: a tie", None),
+    ("Comparison: I'd say preferred: B.\nPreferred: A", 1),
+    ("Preferred: A is shorter, B is clearer.\nPreferred: B", 2),
+    ("Preferred: A, though B is close", None),
+    ("Preferred: A or B", None), ("Preferred: both", None), ("Preferred: neither", None),
+    ("Preferred: B\nPreferred: A", None),                                 # contradicts itself
+    ("Comparison: x\nPreferred: B\nOn reflection, A reads better.", None),  # the verdict is not the last line
+    ("Comparison: x\nPreferred: A\nPreferred: A", 1),
+    ("Comparison: x\nPreferred: **B**", 2), ("Comparison: x\n**Preferred: A**", 1),
+    ("Comparison: x\nPreferred: Response B.", 2), ("Preferred: (B)", 2), ("Preferred:A", 1),
+    ("Comparison: x\nPreferred: A  \n\n", 1), ("Comparison: x\r\nPreferred: B\r\n", 2),
+])
+def test_parse_verdict_reads_the_declared_line_strictly(reply, verdict):
+    assert parse_verdict(reply) == verdict
+
+
 def test_both_order_combination():
     # (verdict with A shown first, verdict with B shown first) -> score of A
     assert combine_orders(1, 2) == (1.0, "consistent")      # A preferred in both orders
@@ -74,10 +93,12 @@ def test_prompts_are_versioned_templates():
 # ---------------------------------------------------------------------------------------------- fake endpoint
 class FakeEndpoint:
     """An OpenAI-compatible /v1/chat/completions on loopback. ``policy(first, second)`` returns the
-    reply; the first ``fail_first`` requests get HTTP 503."""
+    reply: a text, None (``content: null``) or a tuple (text, finish_reason); the first ``fail_first``
+    requests get HTTP 503. ``texts`` holds the prompt of every answered request."""
 
     def __init__(self, policy, fail_first: int = 0, status: int = 503):
         self.policy, self.fail_left, self.status, self.hits = policy, fail_first, status, 0
+        self.texts: list[str] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -94,10 +115,14 @@ class FakeEndpoint:
                     self.wfile.write(b"busy")
                     return
                 text = body["messages"][0]["content"]
+                outer.texts.append(text)
                 first = text.split("Response A:\n")[1].split("\n\nResponse B:")[0]
                 second = text.split("Response B:\n")[1].split("\n\n")[0]
-                reply = outer.policy(first, second)
-                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
+                reply, finish = outer.policy(first, second), "stop"
+                if isinstance(reply, tuple):
+                    reply, finish = reply
+                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply},
+                                                "finish_reason": finish}]}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -137,10 +162,11 @@ def test_llm_judge_both_orders_counters_and_cache(tmp_path):
         assert res.outcomes == ["consistent", "consistent", "inconsistent", "unparseable", "identical"]
         assert (res.consistent, res.inconsistent, res.unparseable, res.identical) == (2, 1, 1, 1)
         assert res.order_consistency_rate == pytest.approx(2 / 3)
-        assert res.requests == 8 and ep.hits == 8          # 4 distinct pairs x 2 orders; identical: none
+        # 4 distinct pairs x 2 orders, identical: none; the garbled pair's replies are asked twice more
+        assert res.requests == 8 + 2 * 2 and ep.hits == 12 and res.rejected_replies == 6 and res.unresolved == 1
         assert res.identity == judge.identity and res.identity["model"] == "fake"
         again = _judge(ep.url, tmp_path).compare(prompts, a, b)   # a fresh judge: the cache is on disk
-        assert again.requests == 0 and ep.hits == 8 and again.cache_hits == 8
+        assert again.cache_hits == 6 and again.requests == 6 and ep.hits == 18   # only verdicts were cached
         assert again.scores.tolist() == res.scores.tolist()
         # a different prompt version or temperature is a different judge: no stale verdicts
         other = _judge(ep.url, tmp_path, prompt_version="dpo-s-v1").compare(prompts[:1], a[:1], b[:1])
@@ -181,6 +207,69 @@ def test_llm_judge_retries_with_backoff_then_answers(tmp_path):
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
     with pytest.raises(JudgeError, match="ConnectionError"):
         _judge(dead, tmp_path, max_retries=1, concurrency=1).compare(["s"], ["x"], ["y"])
+
+
+def test_failed_replies_are_retried_never_cached_and_counted(tmp_path):
+    """Issue #17.1: an empty reply (content null) or one cut off by max_tokens is not a verdict: it is
+    asked again (bounded), never cached, and a pair left without a verdict is counted as unresolved."""
+    calls: dict[tuple, int] = {}
+
+    def policy(first, second):
+        calls[first, second] = calls.get((first, second), 0) + 1
+        if first + second in ("xy", "yx"):      # null content once, then a verdict: the longer one... "x"
+            return None if calls[first, second] == 1 else "Comparison: c\nPreferred: " + ("A" if first == "x" else "B")
+        return ("Comparison: both responses are long and the judge ran out of", "length")  # always cut off
+
+    ep = FakeEndpoint(policy)
+    try:
+        prompts, a, b = ["p", "q"], ["x", "u"], ["y", "v"]
+        res = _judge(ep.url, tmp_path).compare(prompts, a, b)
+        assert res.outcomes == ["consistent", "unparseable"] and res.scores.tolist() == [1.0, 0.5]
+        retries = 2                                          # the default bound on re-asking
+        assert res.requests == 2 * 2 + 2 * (1 + retries) == ep.hits
+        assert res.unresolved == 1 and res.summary()["unresolved"] == 1
+        scores, info = pairwise_win_scores(_judge(ep.url, tmp_path), prompts, a, b)
+        assert info["unresolved"] == 1 and info["ties"] == 1 and info["win_rate"] == 0.75
+        # the verdicts of the resolved pair were cached; the unresolved pair is asked again every run
+        hits = ep.hits
+        again = _judge(ep.url, tmp_path).compare(prompts, a, b)
+        assert again.cache_hits == 2 and again.requests == 2 * (1 + retries) == ep.hits - hits
+        assert again.unresolved == 1
+        # the endpoint recovers: the pair resolves without any stale tie in the way
+        ep.policy = lambda f, s: "Comparison: c\nPreferred: A"
+        fixed = _judge(ep.url, tmp_path).compare(prompts[1:], a[1:], b[1:])
+        assert fixed.outcomes == ["inconsistent"] and fixed.unresolved == 0 and fixed.requests == 2
+    finally:
+        ep.close()
+
+
+def test_cache_key_is_the_structured_triple_and_the_judge_revision(tmp_path):
+    """Issue #17.3: a response containing the template's delimiter must not make two different
+    (prompt, A, B) triples share a cached verdict; a new ``revision`` of the judge gets fresh verdicts."""
+    from harness.core.hashing import non_default
+
+    ep = FakeEndpoint(lambda f, s: "Comparison: c\nPreferred: A")
+    try:
+        delim = "\n\nResponse B:\n"
+        one = _judge(ep.url, tmp_path).compare(["p"], ["x" + delim + "y"], ["z"])
+        two = _judge(ep.url, tmp_path).compare(["p"], ["x"], ["y" + delim + "z"])
+        assert one.requests == 2 and two.requests == 2 and two.cache_hits == 0
+        assert len(set(ep.texts)) == 3   # two of the four prompts render identically, and were both sent
+        # the same triple under another deployment of the same model name: asked again, then cached
+        r2 = _judge(ep.url, tmp_path, revision="2024-06-redeploy")
+        assert r2.compare(["p"], ["x"], ["y" + delim + "z"]).requests == 2
+        assert _judge(ep.url, tmp_path, revision="2024-06-redeploy").compare(
+            ["p"], ["x"], ["y" + delim + "z"]).requests == 0
+        assert r2.identity["revision"] == "2024-06-redeploy" and "revision" not in _judge(ep.url, tmp_path).identity
+        # the judge's settings are part of the key as well
+        assert _judge(ep.url, tmp_path, max_tokens=64).compare(["p"], ["x"], ["y" + delim + "z"]).requests == 2
+        # the suite field: settable, in the identity, and absent from run ids while left at its default
+        spec = JudgeSpec(kind="llm_pairwise", model="fake", base_url=ep.url, cache_dir=str(tmp_path / "cache"),
+                         revision="2024-06-redeploy")
+        assert make_judge(spec).identity["revision"] == "2024-06-redeploy"
+        assert non_default(JudgeSpec()) == {} and "revision" not in non_default(JudgeSpec(kind="llm_pairwise"))
+    finally:
+        ep.close()
 
 
 # ---------------------------------------------------------------------------------------------- scalar judges
@@ -310,6 +399,8 @@ def test_llm_judge_against_real_vllm_serve(vllm_server, tmp_path):
                              extra_body={"structured_outputs": {"choice": ["Preferred: A", "Preferred: B"]},
                                          "seed": 0}).compare(prompts, a, b)
     assert again.requests == 0 and again.verdicts == res.verdicts
-    # free text from a random model: whatever it says, every item is counted exactly once
+    # free text from a random model: whatever it says, every item is counted exactly once; a reply
+    # without a verdict (8 tokens: usually cut off) is asked at most twice more, and never cached
     free = PairwiseLLMJudge("tiny-judge", vllm_server, max_tokens=8, cache_dir=tmp_path).compare(prompts, a, b)
-    assert free.requests == 8 and free.consistent + free.inconsistent + free.unparseable == 4
+    assert 8 <= free.requests <= 8 * 3 and free.consistent + free.inconsistent + free.unparseable == 4
+    assert free.rejected_replies == free.requests - sum(v is not None for pair in free.verdicts for v in pair)

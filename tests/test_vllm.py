@@ -215,3 +215,120 @@ def test_lora_adapter_through_vllm_and_merged_fallback(tmp_path):
             s.close()
         assert got.info["lora"] is native, arch
         assert got.token_ids == want, arch
+
+
+# ---------------------------------------------------------------------------------------------- process hygiene
+# A fresh process: vLLM's logging is configured when it is first imported, and the in-process engine
+# replaces torch.set_num_threads, so only a process that has not met vLLM before shows both defects.
+_ENGINE_SCRIPT = r'''
+import json, sys
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from harness.evaluation.sampling.base import GenerationSettings, PolicyHandle
+from harness.evaluation.sampling.vllm import VLLMSampler
+
+tk = Tokenizer(models.WordLevel({"a": 0, "b": 1, "c": 2, "d": 3, "<|endoftext|>": 4}, unk_token="<|endoftext|>"))
+tk.pre_tokenizer = pre_tokenizers.Whitespace()
+tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                              pad_token="<|endoftext|>")
+torch.manual_seed(3)
+model = GPT2LMHeadModel(GPT2Config(vocab_size=5, n_positions=16, n_embd=32, n_layer=1, n_head=1,
+                                   bos_token_id=4, eos_token_id=4, pad_token_id=4)).eval()
+setter = torch.set_num_threads
+torch.set_num_threads(1)                       # what the user asked for (PREFBENCH_THREADS)
+s = VLLMSampler()
+s.sample(PolicyHandle(tok, model), [[4, 0]], 4, GenerationSettings(4, 1.0, 8), seed=0)   # engine start + sampling
+facts = {"after_start": torch.get_num_threads(), "same_setter": torch.set_num_threads is setter}
+torch.set_num_threads(2)                       # the user changes it later: it must take effect
+facts["set_later"] = torch.get_num_threads()
+s.sample(PolicyHandle(tok, model), [[4, 1]], 4, GenerationSettings(4, 1.0, 8), seed=0)   # sampling only
+facts["after_sampling"] = torch.get_num_threads()
+facts["engine_starts"] = s.engine_starts
+s.close()
+print(json.dumps(facts))
+'''
+
+
+def _clean_env(**extra) -> dict:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "PREFBENCH_VLLM"))}
+    env.update(PREFBENCH_QUIET="1", **extra)
+    return env
+
+
+def test_engine_logs_go_to_stderr_and_the_thread_count_is_kept(tmp_path):
+    """Issue #17.5: an in-process engine writes nothing to stdout (its logs go to stderr), and it
+    leaves torch's thread count, and the power to change it, with the caller."""
+    pytest.importorskip("vllm")
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "-c", _ENGINE_SCRIPT], capture_output=True, text=True, cwd=root,
+                       env=_clean_env(PYTHONPATH=str(root)), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    facts = json.loads(lines[-1])
+    assert facts == {"after_start": 1, "same_setter": True, "set_later": 2, "after_sampling": 2,
+                     "engine_starts": 1}
+    assert len(lines) == 1, r.stdout[:2000]           # stdout holds the script's own line only
+    assert "LLM engine" in r.stderr                    # vLLM still logs, on stderr
+
+
+def test_vllm_logs_move_to_stderr_when_vllm_configured_them_first():
+    """vLLM sets its log handler up when an engine is created (on stdout by default), and not again
+    for the same config: where that happened before the sampler set ``VLLM_LOGGING_STREAM``, the sampler
+    moves the handler to stderr itself."""
+    pytest.importorskip("vllm")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import logging\n"
+            "from vllm.config.logging import LoggingConfig\n"
+            "from vllm.logger import configure_logging\n"
+            "configure_logging(LoggingConfig())   # what creating an engine does first\n"
+            "from harness.evaluation.sampling import vllm as v\n"
+            "logging.getLogger('vllm.prefbench').warning('BEFORE-MARK')\n"
+            "v.configure_environment(); v._logs_to_stderr()\n"
+            "logging.getLogger('vllm.prefbench').warning('AFTER-MARK')\n")
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                       env=_clean_env(PYTHONPATH=str(root)), timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "BEFORE-MARK" in r.stdout                   # vLLM's own default, on import
+    assert "AFTER-MARK" in r.stderr and "AFTER-MARK" not in r.stdout
+
+
+@pytest.mark.slow
+def test_prefbench_run_with_vllm_prints_only_the_table_on_stdout(tmp_path):
+    """`prefbench run --sampler vllm` on the tiny suite (one attention head: vLLM's CPU attention needs a
+    head size of at least 32): stdout is exactly the comparison table, every engine log is on stderr."""
+    pytest.importorskip("vllm")
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from harness.analysis import headline
+    from harness.execution.results import ResultsStore
+
+    root = Path(__file__).resolve().parent.parent
+    suite = tmp_path / "tiny.yaml"
+    text = (root / "tests" / "data" / "tiny.yaml").read_text()
+    assert "n_head: 2" in text
+    suite.write_text(text.replace("n_head: 2", "n_head: 1"))
+    results = tmp_path / "results"
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(suite), "--algorithms", "sft", "--seeds", "0",
+                        "--sampler", "vllm", "--results", str(results)], capture_output=True, text=True, cwd=root,
+                       env=_clean_env(PREFBENCH_CACHE=str(tmp_path / "cache"), PREFBENCH_THREADS="1"), timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "LLM engine" in r.stderr
+    runs = list(ResultsStore(results).iter_runs("tiny"))
+    assert len(runs) == 2 and all(json.loads((p / "config.json").read_text())["sampler"] == "vllm" for p in runs)
+    assert r.stdout == headline(results, "tiny", {p.name for p in runs}, "md")

@@ -7,7 +7,8 @@
 - **Pairwise judges** compare two completions of the same prompt:
   ``.compare(prompts, completions_a, completions_b) -> PairwiseResult``. ``llm_pairwise``
   (:mod:`harness.evaluation.judges.llm`): an LLM behind any OpenAI-compatible chat endpoint, asked in both
-  orders, with inconsistent or unparseable verdicts counted and scored as ties.
+  orders, with inconsistent verdicts and unresolved pairs (no verdict after bounded retries) counted and
+  scored as ties.
 
 Every judge has ``.identity`` (a dict stored with every score and win rate). :func:`pairwise_win_scores`
 is the one entry point for win rates under either shape of judge, against any reference: π_SFT
@@ -75,7 +76,7 @@ def make_judge(spec: JudgeSpec, cache_root: Path | None = None):
         return PairwiseLLMJudge(spec.model, spec.base_url, prompt_version=spec.prompt_version,
                                 temperature=spec.temperature, max_tokens=spec.max_tokens,
                                 api_key_env=spec.api_key_env, timeout_s=spec.timeout_s,
-                                max_retries=spec.max_retries,
+                                max_retries=spec.max_retries, revision=spec.revision,
                                 cache_dir=spec.cache_dir or default_cache_dir(cache_root))
     raise ValueError(spec.kind)  # unreachable: the suite schema only admits known kinds
 
@@ -84,8 +85,9 @@ def pairwise_win_scores(judge, prompts: Sequence[str], policy_completions: Seque
                         reference_completions: Sequence[str]) -> tuple[np.ndarray, dict]:
     """Per-item win score of the policy against a reference completion of the same prompt (1 win,
     ½ tie, 0 loss) under any judge, and a dict for metrics.json: the judge's identity, W/T/L and, for a
-    pairwise judge, its order-consistency counters. The reference can be π_SFT samples, the dataset's
-    chosen responses or another run's completions (:func:`completions_from_run`)."""
+    pairwise judge, its order-consistency counters and ``unresolved`` (pairs without a verdict after the
+    judge's retries, included in the ties; see :meth:`PairwiseResult.summary`). The reference can be
+    π_SFT samples, the dataset's chosen responses or another run's completions (:func:`completions_from_run`)."""
     from harness.core import stats
 
     if not (len(prompts) == len(policy_completions) == len(reference_completions)):

@@ -6,16 +6,25 @@ Protocol (docs/metrics.md §2.3), per (prompt, A, B):
    (:data:`PAIRWISE_PROMPTS`; the default ``dpo-c-v1`` follows the spirit of the DPO paper's
    comparison prompt that also asks for concision, App. C.2). The reply ends with a line
    ``Preferred: A`` or ``Preferred: B`` naming the position of the better response (A = shown first).
-2. Parse each reply (:func:`parse_verdict`). Both parsed and agreeing on the same *response*:
-   consistent, the score of A is 1 or 0. Both parsed but each preferring whichever came first (or
-   second): inconsistent (position bias), scored as a tie (½). Either unparseable: scored as a tie
-   and counted. Identical texts are a tie without a request.
-3. ``order_consistency_rate`` = consistent / (consistent + inconsistent), over items with both replies parsed.
+2. Parse each reply strictly (:func:`parse_verdict`): the verdict is the reply's last non-empty line,
+   and that whole line must be the verdict. A reply without one (an empty reply, ``content: null``,
+   a reply cut off by ``max_tokens``, prose) is asked again, up to ``parse_retries`` more times.
+3. Both orders parsed and agreeing on the same *response*: consistent, the score of A is 1 or 0. Both
+   parsed but each preferring whichever came first (or second): inconsistent (position bias), scored
+   as a tie (½). Either order still without a verdict after the retries: *unresolved* (outcome
+   ``unparseable``), scored as a tie and counted (``unresolved`` beside the win rate). Identical texts
+   are a tie without a request.
+4. ``order_consistency_rate`` = consistent / (consistent + inconsistent), over items with both replies parsed.
 
 Transport errors, HTTP 429 and 5xx are retried with exponential backoff; other HTTP errors stop the
-evaluation with the server's message. Every reply is cached on disk (SQLite) under a key that hashes
-(model, base_url, prompt version, temperature, max_tokens, the filled-in prompt): a re-run makes no
-request. The judge's identity (model, base_url, prompt version, temperature) goes with every win rate.
+evaluation with the server's message. Replies that hold a verdict, and only those, are cached on disk
+(SQLite), so a re-run makes no request for them and asks again for every unresolved one. The cache key
+hashes the structured question (a hash of each of prompt, first and second response, so no text can
+make two questions render alike), the prompt version and its template text, and the judge's settings
+(model, base_url, ``revision``, temperature, max_tokens, extra request fields). ``revision`` is a
+label the user sets for the deployment behind the model name: a re-deployed endpoint under the same
+name gets fresh verdicts. The judge's identity (model, base_url, revision when set, prompt version,
+temperature, max_tokens) goes with every win rate.
 """
 from __future__ import annotations
 
@@ -61,17 +70,40 @@ PAIRWISE_PROMPTS = {
 }
 DEFAULT_PROMPT_VERSION = "dpo-c-v1"
 
-_VERDICT = re.compile(r"preferred[\s*_]*:[\s*_]*(?:response\s*)?[\"'(\[]?(1|2|a|b)\b", re.IGNORECASE)
+# One whole line, once markdown emphasis (* _ `) is removed: "Preferred:", optionally "Response", one
+# label (A/B or 1/2, optionally quoted or bracketed), an optional full stop, and nothing else.
+_VERDICT_LINE = re.compile(r"preferred\s*:\s*(?:response\s*)?([\"'(\[]?)\s*([ab12])\s*([\"')\]]?)\s*\.?",
+                           re.IGNORECASE)
+_CLOSERS = {"": "", "\"": "\"", "'": "'", "(": ")", "[": "]"}
 _LABELS = {"1": 1, "2": 2, "a": 1, "b": 2}
 
 
-def parse_verdict(reply: str | None) -> int | None:
-    """1 or 2 (the position of the preferred response: 1 = shown first), or None when the reply names
-    neither or both. Accepts ``Preferred: A``, ``**Preferred:** B``, ``Preferred: Response A`` and 1/2."""
-    if not reply:
+def _verdict_line(line: str) -> int | None:
+    m = _VERDICT_LINE.fullmatch(re.sub(r"[*_`]", "", line).strip())
+    if m is None or _CLOSERS[m.group(1)] != m.group(3):
         return None
-    found = {_LABELS[m.group(1).lower()] for m in _VERDICT.finditer(reply)}
-    return found.pop() if len(found) == 1 else None
+    return _LABELS[m.group(2).lower()]
+
+
+def parse_verdict(reply: str | None) -> int | None:
+    """1 or 2 (the position of the preferred response: 1 = shown first), or None when the reply
+    declares no verdict. The declared answer line is the reply's last non-empty line; it must be the
+    verdict and nothing else: ``Preferred: A``, ``**Preferred:** B``, ``Preferred: Response A.``,
+    ``Preferred: (B)``, or 1/2 for A/B. An earlier line that is itself a verdict line naming the other
+    response makes the reply contradict itself (None). Words after the label (``Preferred: a tie``,
+    ``Preferred: A, though B is close``) are not a verdict; a verdict-like phrase inside another line
+    (``Comparison: B is preferred: a clear winner.``) is not read."""
+    if not isinstance(reply, str):
+        return None
+    lines = [line for line in reply.splitlines() if line.strip()]
+    if not lines:
+        return None
+    declared = _verdict_line(lines[-1])
+    if declared is None:
+        return None
+    if any(v is not None and v != declared for v in map(_verdict_line, lines[:-1])):
+        return None
+    return declared
 
 
 def combine_orders(v_ab: int | None, v_ba: int | None) -> tuple[float, str]:
@@ -95,6 +127,7 @@ class PairwiseResult:
     replies: list[tuple] = field(default_factory=list)  # [N] (reply with A first, reply with B first)
     requests: int = 0                   # HTTP requests made by this call (0 on a fully cached re-run)
     cache_hits: int = 0
+    rejected_replies: int = 0           # replies without a verdict (null, cut off, unparseable), retried or not
     counts: dict = field(default_factory=dict)
 
     @property
@@ -114,6 +147,11 @@ class PairwiseResult:
         return self.outcomes.count("identical")
 
     @property
+    def unresolved(self) -> int:
+        """Pairs left without a verdict in at least one order after the retries, scored as ties."""
+        return self.unparseable
+
+    @property
     def order_consistency_rate(self) -> float:
         judged = self.consistent + self.inconsistent
         return self.consistent / judged if judged else float("nan")
@@ -123,10 +161,15 @@ class PairwiseResult:
         return float(self.scores.mean()) if len(self.scores) else float("nan")
 
     def summary(self) -> dict:
+        """Counters for metrics.json (``metrics.judge``). ``unresolved``: pairs scored as ties because
+        no verdict was obtained in one order or both, after the bounded retries (= ``unparseable``,
+        kept under its old name); ``rejected_replies``: replies that held no verdict, including those
+        a retry then replaced."""
         return {"judge": self.identity, "consistent": self.consistent, "inconsistent": self.inconsistent,
-                "unparseable": self.unparseable, "identical": self.identical,
+                "unparseable": self.unparseable, "unresolved": self.unresolved, "identical": self.identical,
                 "order_consistency_rate": self.order_consistency_rate,
-                "judge_requests": self.requests, "judge_cache_hits": self.cache_hits}
+                "judge_requests": self.requests, "judge_cache_hits": self.cache_hits,
+                "rejected_replies": self.rejected_replies}
 
 
 class JudgeError(RuntimeError):
@@ -143,7 +186,8 @@ def default_cache_dir(cache_root: Path | None = None) -> Path:
 
 
 class VerdictCache:
-    """Judge replies on disk: one SQLite file, key -> reply text. Safe across threads and processes."""
+    """Judge replies on disk: one SQLite file, key -> reply text. Safe across threads and processes.
+    :class:`PairwiseLLMJudge` stores only replies that hold a verdict."""
 
     def __init__(self, folder: Path):
         self.path = Path(folder) / "verdicts.sqlite"
@@ -173,7 +217,8 @@ class PairwiseLLMJudge:
     def __init__(self, model: str, base_url: str, prompt_version: str = DEFAULT_PROMPT_VERSION,
                  temperature: float = 0.0, max_tokens: int = 128, api_key_env: str | None = "OPENAI_API_KEY",
                  timeout_s: float = 60.0, max_retries: int = 5, backoff_s: float = 1.0,
-                 cache_dir: Path | str | None = None, concurrency: int = 4, extra_body: dict | None = None):
+                 cache_dir: Path | str | None = None, concurrency: int = 4, extra_body: dict | None = None,
+                 revision: str | None = None, parse_retries: int = 2):
         if prompt_version not in PAIRWISE_PROMPTS:
             from harness.core.errors import UserError
 
@@ -184,6 +229,8 @@ class PairwiseLLMJudge:
         self.temperature, self.max_tokens = float(temperature), int(max_tokens)
         self.api_key = os.environ.get(api_key_env) if api_key_env else None
         self.timeout_s, self.max_retries, self.backoff_s = timeout_s, max_retries, backoff_s
+        self.revision = revision
+        self.parse_retries = max(0, int(parse_retries))  # more requests for a reply without a verdict
         self.cache = VerdictCache(Path(cache_dir) if cache_dir else default_cache_dir())
         self.concurrency = max(1, int(concurrency))
         self.extra_body = dict(extra_body or {})
@@ -193,16 +240,27 @@ class PairwiseLLMJudge:
         self.identity = {"kind": "llm_pairwise", "model": model, "base_url": self.base_url,
                          "prompt_version": prompt_version, "temperature": self.temperature,
                          "max_tokens": self.max_tokens, "both_orders": True}
+        if revision is not None:  # only when set: identities (and report blocks) of older runs stay as they were
+            self.identity["revision"] = revision
         if self.extra_body:
             self.identity["extra_body"] = self.extra_body
 
     # ------------------------------------------------------------------ requests
-    def _key(self, text: str) -> str:
-        ident = [self.model, self.base_url, self.prompt_version, self.temperature, self.max_tokens,
-                 self.extra_body, text]
+    def _key(self, prompt: str, first: str, second: str) -> str:
+        """The verdict-cache key of one question: each field hashed on its own (never the rendered
+        text, which a response containing the template's delimiters can make ambiguous), with the prompt
+        version, the template text and every judge setting that can change a reply."""
+        def digest(text: str) -> str:
+            return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+        ident = {"key_scheme": 2, "model": self.model, "base_url": self.base_url, "revision": self.revision,
+                 "prompt_version": self.prompt_version, "template": digest(self.template),
+                 "temperature": self.temperature, "max_tokens": self.max_tokens, "extra_body": self.extra_body,
+                 "prompt": digest(prompt), "first": digest(first), "second": digest(second)}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
-    def _post(self, text: str) -> str:
+    def _post(self, text: str) -> tuple[str, str | None]:
+        """(reply text, "" for ``content: null``; the choice's ``finish_reason``)."""
         import requests
 
         if self._session is None:
@@ -230,10 +288,26 @@ class PairwiseLLMJudge:
             if r.status_code != 200:
                 raise JudgeError(f"{url}: HTTP {r.status_code}: {r.text[:500]}")
             try:
-                return r.json()["choices"][0]["message"]["content"] or ""
-            except (ValueError, KeyError, IndexError, TypeError) as e:
+                choice = r.json()["choices"][0]
+                content = choice["message"]["content"]
+                if content is not None and not isinstance(content, str):
+                    raise TypeError(f"message content is a {type(content).__name__}")
+                return content or "", choice.get("finish_reason")
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
                 raise JudgeError(f"{url}: not an OpenAI chat completion ({e}): {r.text[:300]}") from None
         raise JudgeError(f"{url}: gave up after {self.max_retries + 1} attempts; last error: {last}")
+
+    def _ask(self, text: str) -> tuple[str, bool, int]:
+        """Ask until a reply holds a verdict, at most ``1 + parse_retries`` times: (last reply, whether
+        it holds a verdict, replies rejected). A reply cut off by ``max_tokens`` is rejected even when its
+        last line looks like a verdict: the line may be unfinished."""
+        rejected, reply = 0, ""
+        for _ in range(1 + self.parse_retries):
+            reply, finish = self._post(text)
+            if finish != "length" and parse_verdict(reply) is not None:
+                return reply, True, rejected
+            rejected += 1
+        return reply, False, rejected
 
     # ------------------------------------------------------------------ judging
     def render(self, prompt: str, first: str, second: str) -> str:
@@ -251,33 +325,36 @@ class PairwiseLLMJudge:
             if a == b:
                 pair_keys.append(None)
                 continue
-            ab, ba = self.render(p, a, b), self.render(p, b, a)
-            k1, k2 = self._key(ab), self._key(ba)
-            texts[k1], texts[k2] = ab, ba
+            k1, k2 = self._key(p, a, b), self._key(p, b, a)
+            texts[k1], texts[k2] = self.render(p, a, b), self.render(p, b, a)
             pair_keys.append((k1, k2))
-        replies = self.cache.get_many(list(texts))
+        # only replies with a verdict are stored; one that no longer parses (stricter rules) is asked again
+        replies = {k: r for k, r in self.cache.get_many(list(texts)).items() if parse_verdict(r) is not None}
+        verdict_of = {k: parse_verdict(r) for k, r in replies.items()}
         hits = len(replies)
         missing = [k for k in texts if k not in replies]
-        before = self.requests_made
+        before, rejected = self.requests_made, 0
 
         stop = threading.Event()  # after a hard error, queued requests are not sent
 
         def fetch(k):
             if stop.is_set():
-                return k, None
+                return k, None, False, 0
             try:
-                reply = self._post(texts[k])
+                reply, ok, bad = self._ask(texts[k])
             except BaseException:
                 stop.set()
                 raise
-            self.cache.put(k, reply)
-            return k, reply
+            if ok:
+                self.cache.put(k, reply)
+            return k, reply, ok, bad
 
         if missing:
             pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(missing)))
             try:
-                for k, reply in pool.map(fetch, missing):
-                    replies[k] = reply
+                for k, reply, ok, bad in pool.map(fetch, missing):
+                    replies[k], verdict_of[k] = reply, (parse_verdict(reply) if ok else None)
+                    rejected += bad
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)  # a hard error: send no further requests
                 raise
@@ -289,9 +366,10 @@ class PairwiseLLMJudge:
                 raw.append((None, None))
             else:
                 raw.append((replies[keys[0]], replies[keys[1]]))
-                v = (parse_verdict(replies[keys[0]]), parse_verdict(replies[keys[1]]))
+                v = (verdict_of[keys[0]], verdict_of[keys[1]])
                 scores[i], outcome = combine_orders(*v)
             outcomes.append(outcome)
             verdicts.append(v)
-        return PairwiseResult(scores=scores, outcomes=outcomes, verdicts=verdicts, identity=dict(self.identity), replies=raw,
-                              requests=self.requests_made - before, cache_hits=hits)
+        return PairwiseResult(scores=scores, outcomes=outcomes, verdicts=verdicts, identity=dict(self.identity),
+                              replies=raw, requests=self.requests_made - before, cache_hits=hits,
+                              rejected_replies=rejected)

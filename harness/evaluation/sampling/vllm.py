@@ -21,8 +21,13 @@ and identified by a hash of their weights, so an evaluation of the same weights 
 and a changed model gets a fresh one. On CPU the engine runs in-process by default (start-up in
 seconds instead of a minute); ``PREFBENCH_VLLM_MULTIPROC=1`` selects vLLM's multiprocess engine,
 steadier for long jobs on a quiet machine (then the calling script needs ``if __name__ ==
-"__main__":``). vLLM reseeds Python's, NumPy's and torch's global generators when an engine starts
-in-process: the caller's RNG state is saved and restored around it.
+"__main__":``). An in-process engine touches process-wide state, which is saved and given back around
+every engine start and every sampling call: vLLM reseeds Python's, NumPy's and torch's global
+generators, and its CPU worker replaces ``torch.set_num_threads`` by a function that only logs a
+warning (the thread count the user chose, ``PREFBENCH_THREADS``, is kept and stays changeable).
+
+vLLM's logs go to stderr (``VLLM_LOGGING_STREAM``; vLLM's default is stdout), so the comparison table
+``prefbench run`` prints is all there is on stdout; ``VLLM_LOGGING_LEVEL=WARNING`` quietens them.
 
 LoRA: a :class:`PolicyHandle` with ``adapter_path`` (a PEFT ``save_pretrained`` folder) and ``path``
 (the base model) is sampled through vLLM's LoRA support when the architecture has it (Llama,
@@ -58,11 +63,13 @@ def available() -> bool:
 
 def configure_environment() -> None:
     """Engine settings that must be in the environment before ``import vllm``; a value already set
-    by the user wins. CPU: both cores for the engine, a 1 GiB KV cache, and the in-process engine
-    unless ``PREFBENCH_VLLM_MULTIPROC=1``. Checks the vLLM version these settings were written for."""
+    by the user wins. Logs on stderr (engine processes included). CPU: both cores for the engine, a
+    1 GiB KV cache, and the in-process engine unless ``PREFBENCH_VLLM_MULTIPROC=1``. Checks the vLLM
+    version these settings were written for."""
     from harness.adapters import require_patch
 
     require_patch("vllm-in-process-engine")
+    os.environ.setdefault("VLLM_LOGGING_STREAM", _STDERR)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     if os.environ.get("PREFBENCH_VLLM_MULTIPROC", "0") != "1":
@@ -70,22 +77,47 @@ def configure_environment() -> None:
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
 
 
+_STDERR = "ext://sys.stderr"
+
+
 def _in_process() -> bool:
     return os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1") == "0"
 
 
+def _logs_to_stderr() -> None:
+    """Move the handlers of vLLM's logger that write to stdout over to stderr, unless the user chose
+    another stream. vLLM sets its handler up from ``VLLM_LOGGING_STREAM`` when an engine is created, but
+    not again for an equal logging config, and an in-process engine freezes vLLM's view of the
+    environment: where an engine was created in this process before :func:`configure_environment` ran,
+    the handler would stay on stdout."""
+    import logging
+    import sys
+
+    if os.environ.get("VLLM_LOGGING_STREAM", _STDERR) != _STDERR:
+        return
+    for handler in logging.getLogger("vllm").handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.__stdout__):
+            handler.setStream(sys.stderr)
+
+
 @contextmanager
-def _preserve_rng():
+def _preserve_process_state():
+    """Give back what an in-process engine changes for the whole process: the global RNG states, the
+    thread count, and ``torch.set_num_threads`` itself (vLLM's CPU worker replaces it by a function that
+    only logs a warning; without this the caller could never change its thread count again)."""
     import torch
 
-    state = (random.getstate(), np.random.get_state(), torch.get_rng_state(), torch.get_num_threads())
+    setter, threads = torch.set_num_threads, torch.get_num_threads()
+    state = (random.getstate(), np.random.get_state(), torch.get_rng_state())
     try:
         yield
     finally:
         random.setstate(state[0])
         np.random.set_state(state[1])
         torch.set_rng_state(state[2])
-        torch.set_num_threads(state[3])
+        torch.set_num_threads = setter
+        if torch.get_num_threads() != threads:
+            torch._C.set_num_threads(threads)  # noqa: SLF001 -- torch's own setter, whatever is patched over it
 
 
 def _weights_hash(model) -> str:
@@ -216,12 +248,14 @@ class VLLMSampler:
             kwargs["distributed_executor_backend"] = "uni"
         if adapter is not None:
             kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=_lora_rank(adapter))
-        with _preserve_rng():
+        with _preserve_process_state():
             from vllm import LLM
 
+            _logs_to_stderr()
             t0 = time.perf_counter()
             self._llm = LLM(**kwargs)
             self.last_start_s = time.perf_counter() - t0
+            _logs_to_stderr()  # the engine may have set vLLM's logging up again
         self._key, self._len, self.engine_starts = key, length or 10**9, self.engine_starts + 1
         return self._llm, adapter
 
@@ -246,7 +280,7 @@ class VLLMSampler:
             # vLLM caches adapters by id: a distinct id per adapter folder, so a new adapter is never stale
             lora_id = self._lora_ids.setdefault(adapter, len(self._lora_ids) + 1)
             kwargs["lora_request"] = LoRARequest(f"policy-{lora_id}", lora_id, adapter)
-        with _preserve_rng():
+        with _preserve_process_state():
             outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False, **kwargs)
         raw: list[list[int]] = []
         for out in outs:  # vLLM returns requests in input order
