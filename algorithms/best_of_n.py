@@ -11,13 +11,14 @@ F̂(y) = (1 + #{j: r(Y_j) ≤ r(y)})/(M+1) ranks y among M fresh π_SFT samples 
 that bound's integrand: it counts ties as ≤, so it errs upwards like the bound, and the +1 makes it
 slightly conservative for small M (about +0.03 nats at n = 4, M = 16 for an atomless π_SFT).
 
-So best-of-n's ``kl`` is recorded as ``kl_kind = "estimate"`` (docs/metrics.md §3.5; every other
-algorithm's, and best-of-1's, is "exact"), and the analytic value is reported beside it as its own
-fact, ``kl_upper_bound`` (``kl_upper_bound_kind = "bound"``), never as the ``kl`` column. At an
+So best-of-n's ``kl`` is the analytic value (docs/metrics.md §3.6): exact when no two candidates of a
+draw tie in reward-model score (``kl_kind = "analytic"``), an upper bound on the true KL when some do
+(repeated completions; ``kl_kind = "bound"``, and the number of tied draws is recorded). The rank-based
+estimate only adds noise and an upward bias to a value known in closed form, so it is kept as a
+diagnostic (``kl_rank_estimate``), never as the ``kl`` column; best-of-1 is π_SFT, KL exactly 0. At an
 evaluation temperature T ≠ 1 the candidates and the fresh samples come from π_SFT at T, so both are
-about KL(π_bon‖π_SFT,T), like every algorithm's KL at T. There is no per-token policy, so the k1/k3
-columns are NaN; ``ref_logp`` is exact (log π_SFT,T) and ``policy_logp`` is ref_logp plus the
-estimated log-ratio.
+about KL(π_bon‖π_SFT,T). There is no per-token policy, so the k1/k3 columns are NaN; ``ref_logp`` is
+exact (log π_SFT,T) and ``policy_logp`` is ref_logp plus the per-sample rank estimate of the log-ratio.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from harness.training.reward_model import RewardModelFields
 @dataclass
 class BestOfNFields:
     n: int = hp(4, "candidates drawn from π_SFT per evaluation sample; the reward model picks one", ge=1)
-    kl_samples: int = hp(16, "extra π_SFT samples per prompt to measure the KL (0 = report only the bound)", ge=0)
+    kl_samples: int = hp(16, "extra π_SFT samples per prompt for the rank-based KL diagnostic (0 = none)", ge=0)
 
 
 @dataclass
@@ -73,11 +74,15 @@ class BestOfNPolicy:
     def __init__(self, reward_model, n: int, kl_samples: int):
         self.rm, self.n, self.m = reward_model, n, kl_samples
 
+    tied_draws = 0  # candidate sets whose top score is shared (set by sample_for_evaluation)
+
     @property
     def kl_kind(self) -> str:
-        """What :meth:`sequence_kl`'s ``kl`` is (evaluation records it as ``kl_kind``): the rank-based
-        estimate, except for n = 1, where π_bon = π_SFT and the KL is exactly 0."""
-        return "exact" if self.n == 1 else "estimate"
+        """What :meth:`sequence_kl`'s ``kl`` is (evaluation records it as ``kl_kind``): exactly 0 for
+        n = 1 (π_bon = π_SFT); the analytic value, exact without ties and an upper bound with them."""
+        if self.n == 1:
+            return "exact"
+        return "bound" if self.tied_draws else "analytic"
 
     def sample_for_evaluation(self, art, prompt_ids, n_samples: int, settings, seed: int):
         import numpy as np
@@ -92,10 +97,12 @@ class BestOfNPolicy:
         rows = [prompt_ids[i] for i in raw.prompt_index]
         scores = self.rm.score(rows, raw.token_ids, batch_size=settings.batch_size)
         pick, fresh = [], []
+        self.tied_draws = 0
         for p in range(len(prompt_ids)):
             base = p * k
             for j in range(n_samples):
                 cand = scores[base + j * n: base + (j + 1) * n]
+                self.tied_draws += int(len(np.unique(cand)) < len(cand))
                 pick.append(base + j * n + int(np.argmax(cand)))
                 fresh.append(scores[base + n_samples * n: base + k])  # shared by the prompt's picks
         pick = np.array(pick)
@@ -121,11 +128,15 @@ class BestOfNPolicy:
         log_ratio = comp.info["kl_estimate"]
         nan = np.full(len(ref), np.nan)
         self._last = {"rm_score": float(np.mean(comp.info["rm_score"])), "rm_score_sft": comp.info["rm_score_sft"]}
-        return {"kl": log_ratio, "kl_k1": nan, "kl_k3": nan, "policy_logp": ref + log_ratio, "ref_logp": ref}
+        self._estimate = float(np.mean(log_ratio)) if len(log_ratio) else float("nan")
+        analytic = np.full(len(ref), 0.0 if self.n == 1 else analytic_kl(self.n))
+        return {"kl": analytic, "kl_rank_estimate": log_ratio, "kl_k1": nan, "kl_k3": nan,
+                "policy_logp": ref + log_ratio, "ref_logp": ref}
 
     def evaluation_metrics(self) -> dict:
         out = {"best_of_n": self.n, "kl_upper_bound": analytic_kl(self.n), "kl_upper_bound_kind": "bound",
-               "kl_samples": self.m,
+               "kl_samples": self.m, "kl_rank_estimate": getattr(self, "_estimate", float("nan")),
+               "kl_tied_draws": self.tied_draws,
                "kl_estimator": f"rank among {self.m} fresh π_SFT samples (best_of_n module docstring)"
                if self.m else "not measured (kl_samples=0)"}
         out.update({f"best_of_n_{k}": v for k, v in getattr(self, "_last", {}).items()})
@@ -133,7 +144,7 @@ class BestOfNPolicy:
 
 
 @register("best-of-n", "Best-of-n: n samples from π_SFT, the learned reward model picks one (no training); "
-                       "KL measured by rank, analytic bound log n − (n−1)/n reported beside", BestOfNConfig)
+                       "KL is the analytic log n − (n−1)/n (exact without ties), a rank estimate kept as a diagnostic", BestOfNConfig)
 class BestOfN(Algorithm):
     def variant(self) -> str:
         return f"best-of-{self.config.n}"

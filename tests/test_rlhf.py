@@ -150,11 +150,12 @@ def test_rank_kl_estimate_counts_ties_as_at_most_and_handles_n_1_and_no_fresh_sa
         rank_kl_estimate(chosen, fresh[:3], 3)
 
 
-def test_best_of_n_evaluation_picks_the_top_candidate_and_reports_its_kl_as_an_estimate(tiny_lm):
+def test_best_of_n_evaluation_picks_the_top_candidate_and_reports_the_analytic_kl(tiny_lm):
     """Through evaluate_policy at T = 0.7 on the tiny model, with a reward model that scores token ids:
-    each evaluation sample is its group's top-scored candidate, its KL is rank_kl_estimate against
-    the prompt's fresh samples (never the candidates), ref_logp is log π_SFT at T, and the metrics say
-    the KL is an estimate, at temperature 0.7, with the analytic bound as a separate fact."""
+    each evaluation sample is its group's top-scored candidate; its KL is the analytic
+    log n − (n−1)/n, "analytic" without tied candidates and "bound" with them; the rank-based estimate
+    against the prompt's fresh samples (never the candidates) is kept as a diagnostic; ref_logp is
+    log π_SFT at T."""
     from types import SimpleNamespace
 
     import pandas as pd
@@ -189,25 +190,35 @@ def test_best_of_n_evaluation_picks_the_top_candidate_and_reports_its_kl_as_an_e
                               eval_prompts=["p0", "p1"], eval_prompt_ids=prompts, baseline=baseline,
                               judge=SimpleNamespace(identity={"judge": "len"},
                                                     score=lambda p, texts: np.array([len(t) for t in texts], float)))
-        samples, met = evaluate_policy(BestOfNPolicy(TokenRM(), n, m), art, seed=0, n_resamples=50)
-        return art.sampler.last, samples, met
+        policy = BestOfNPolicy(TokenRM(), n, m)
+        samples, met = evaluate_policy(policy, art, seed=0, n_resamples=50)
+        return art.sampler.last, samples, met, policy
 
     n, m, spp = 4, 8, 3
-    raw, samples, met = run(n, m, spp)
+    raw, samples, met, policy = run(n, m, spp)
     scores = TokenRM().score(None, raw.token_ids)
     k = spp * n + m
     pick = np.array([p * k + j * n + int(np.argmax(scores[p * k + j * n: p * k + (j + 1) * n]))
                      for p in range(len(prompts)) for j in range(spp)])
     assert [list(t) for t in samples.completion_ids] == [raw.token_ids[i] for i in pick]
     fresh = np.stack([scores[p * k + spp * n: (p + 1) * k] for p in range(len(prompts)) for _ in range(spp)])
-    np.testing.assert_array_equal(samples.kl.to_numpy(), rank_kl_estimate(scores[pick], fresh, n))
+    est = rank_kl_estimate(scores[pick], fresh, n)
+    np.testing.assert_array_equal(samples.kl_rank_estimate.to_numpy(), est)
+    assert met["kl_rank_estimate"] == pytest.approx(est.mean())
+    np.testing.assert_array_equal(samples.kl.to_numpy(), np.full(len(pick), analytic_kl(n)))
+    tied = sum(len(set(scores[p * k + j * n: p * k + (j + 1) * n])) < n for p in range(len(prompts)) for j in range(spp))
+    assert met["kl_tied_draws"] == tied
     assert samples.kl_k1.isna().all() and samples.kl_k3.isna().all()
     ref_t = batched_sequence_logps(ref, [prompts[i] for i in samples.prompt_index],
                                    [raw.token_ids[i] for i in pick], tok.pad_token_id, temperature=0.7).double().numpy()
     np.testing.assert_allclose(samples.ref_logp.to_numpy(), ref_t, rtol=0, atol=1e-9)
-    assert met["kl_kind"] == "estimate" and met["kl_temperature"] == 0.7
+    assert met["kl_kind"] == ("bound" if tied else "analytic") and met["kl_temperature"] == 0.7
     assert met["kl_upper_bound"] == analytic_kl(n) and met["kl_upper_bound_kind"] == "bound"
-    _, samples1, met1 = run(1, 0)  # best-of-1 is π_SFT: its KL of 0 is exact
+    policy.tied_draws = 0
+    assert policy.kl_kind == "analytic"
+    policy.tied_draws = 2
+    assert policy.kl_kind == "bound"
+    _, samples1, met1, _ = run(1, 0)  # best-of-1 is π_SFT: its KL of 0 is exact
     assert (samples1.kl == 0).all() and met1["kl_kind"] == "exact"
 
 
@@ -321,14 +332,16 @@ def test_a_run_past_its_kl_bound_is_recorded_as_diverged(rlhf_results):
 
 
 @pytest.mark.slow
-def test_best_of_n_reports_measured_kl_beside_the_analytic_bound(rlhf_results):
+def test_best_of_n_reports_the_analytic_kl_and_the_rank_estimate_as_a_diagnostic(rlhf_results):
     import pandas as pd
 
     _, runs = rlhf_results
     path, m = _ok(runs, "best-of-n")
     met = m["metrics"]
     assert met["best_of_n"] == 2 and met["kl_upper_bound"] == pytest.approx(math.log(2) - 0.5)
-    assert met["kl_kind"] == "estimate" and met["kl_upper_bound_kind"] == "bound" and met["kl_temperature"] == 1.0
+    assert met["kl_kind"] in ("analytic", "bound") and met["kl_temperature"] == 1.0
+    assert (met["kl_kind"] == "bound") == (met["kl_tied_draws"] > 0)
+    assert met["kl"] == pytest.approx(math.log(2) - 0.5) and math.isfinite(met["kl_rank_estimate"])
     s = pd.read_parquet(path / "samples.parquet")
-    assert s.kl.between(-1e9, math.log(2) + 1e-9).all() and s.kl_k1.isna().all()
+    assert s.kl_rank_estimate.between(-1e9, math.log(2) + 1e-9).all() and s.kl_k1.isna().all()
     assert met["best_of_n_rm_score"] >= met["best_of_n_rm_score_sft"]  # the ranker picked higher-scored samples

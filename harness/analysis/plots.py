@@ -18,6 +18,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from harness.core import stats  # noqa: E402
 from harness.analysis.collect import HP_SYMBOLS, REFERENCE, Block, count_text  # noqa: E402
 from harness.analysis.options import Options  # noqa: E402
+from harness.analysis.tables import KL_MARKS  # noqa: E402
 
 FIXED_COLOURS = {REFERENCE: "#444444", "sft": "#e6862a", "dpo": "#1f77b4"}
 PALETTE = ["#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
@@ -125,11 +126,11 @@ def plot_frontier(block: Block, fr, opts: Options, base: Path, sqrt: bool = Fals
                 c = st.colour[algo]
                 ax.step(tx(ek), er, where="post", color=c, lw=2.2, alpha=0.9, zorder=4)
                 ax.scatter(tx(ek), er, s=170, facecolor="none", edgecolor=c, lw=1.6, zorder=5)
-        # a KL that is an estimate (best-of-n) is marked where it is drawn (docs/metrics.md §3.5)
-        est = pts.run.map(block.runs.kl_kind).ne("exact") if "kl_kind" in block.runs else pts.run.map(lambda _: False)
-        for _, r in pts[est & pts.final].iterrows():
-            ax.annotate("≈", (float(tx(r.kl)), float(r[m])), xytext=(5, 4), textcoords="offset points", fontsize=11,
-                        color="black", zorder=6)
+        # a KL that is not the exact per-step sum is marked where it is drawn (docs/metrics.md §3.5)
+        kinds = pts.run.map(block.runs.kl_kind) if "kl_kind" in block.runs else pts.run.map(lambda _: "exact")
+        for _, r in pts[kinds.isin(list(KL_MARKS)) & pts.final].iterrows():
+            ax.annotate(KL_MARKS[kinds[r.name]], (float(tx(r.kl)), float(r[m])), xytext=(5, 4),
+                        textcoords="offset points", fontsize=11, color="black", zorder=6)
         ax.axhline(fr.floors[m], color="#777777", ls=":", lw=1, zorder=0)
         ax.set_xlabel(SQRT_KL_LABEL if sqrt else KL_LABEL)
         ax.set_ylabel(_metric_label(block, m))
@@ -146,8 +147,10 @@ def plot_frontier(block: Block, fr, opts: Options, base: Path, sqrt: bool = Fals
                 Line2D([], [], color="#555555", lw=2.2, marker="o", mfc="none", ms=11,
                        label="Pareto set of the algorithm"),
                 Line2D([], [], color="#777777", ls=":", label="π_SFT level")]
-    if "kl_kind" in block.runs and block.runs.kl_kind.ne("exact").any():
-        handles.append(Line2D([], [], color="none", label="≈  KL is an estimate (best-of-n)"))
+    present_kinds = set(block.runs.kl_kind) if "kl_kind" in block.runs else set()
+    for kind, label in (("estimate", "KL is an estimate"), ("bound", "KL is an upper bound (best-of-n, ties)")):
+        if kind in present_kinds:
+            handles.append(Line2D([], [], color="none", label=f"{KL_MARKS[kind]}  {label}"))
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.905, 0.5), frameon=False)
     fig.subplots_adjust(right=0.9, wspace=0.22)
     n_runs = pts.run.nunique()
@@ -483,5 +486,112 @@ def plot_bradley_terry(block: Block, bt: pd.DataFrame, opts: Options, base: Path
     ax.set_xlabel("Bradley–Terry rating  [Elo scale, anchor = 1000; 400 points = 10:1 odds]")
     ax.set_title(f"Bradley–Terry ratings from gold-reward comparisons on shared prompts, {block.suite} "
                  f"({block.preset}); 95% CI over prompts", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, base, opts)
+
+
+# ----------------------------------------------------------------------------- implicit-reward diagnostics
+
+GRADWEIGHT_KEYS = ("gradweight/p10", "gradweight/p50", "gradweight/p90", "gradweight/mean", "gradweight/ess")
+HELDOUT_KEYS = (("accuracy", "held-out ranking accuracy of the implicit reward"),
+                ("spearman_gold_gap", "Spearman ρ(implicit margin, gold reward gap), held-out"))
+
+
+def _heldout_trajectory(run_path: str) -> pd.DataFrame:
+    """``extra.implicit_reward.trajectory`` of a run's metrics.json (empty when it has none)."""
+    try:
+        m = json.loads((Path(run_path) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return pd.DataFrame()
+    traj = ((m.get("extra") or {}).get("implicit_reward") or {}).get("trajectory") or []
+    return pd.DataFrame(traj)
+
+
+def plot_gradient_weight(block: Block, gs, algo: str, opts: Options, base: Path) -> list[Path] | None:
+    """The DPO paper's lens, per configuration of ``algo`` and per run: the distribution over training of
+    the per-example gradient weight w = −∂ℓ/∂r̂_w (DPO: σ(r̂_l − r̂_w)), its effective share of the batch,
+    and the held-out ranking accuracy and gold rank correlation of the implicit reward. None when the
+    runs logged no gradient weights."""
+    ga = gs.table[gs.table.algorithm == algo]
+    gids, note = shown_groups(block, ga, opts)
+    logs, held = {}, {}
+    for g in gids:
+        for run in block.groups.runs[g]:
+            df = block.train_log(run)
+            if not df.empty and "gradweight/p50" in df:
+                logs[run] = df.set_index("step")
+            h = _heldout_trajectory(block.runs.path.iloc[run])
+            if not h.empty and "accuracy" in h:
+                held[run] = h.set_index("step")
+    if not logs:
+        return None
+    st = Style(block)
+    colours = dict(zip(gids, ramp(len(gids)) if len(gids) > 1 else [st.colour[algo]]))
+    # configurations whose weights live on different scales (IPO's 1/β² next to DPO's ½) are each shown
+    # relative to their median at the first step, so their shapes stay comparable on one axis
+    first = [float(df["gradweight/p50"].iloc[0]) for df in logs.values()]
+    scales = [abs(v) for v in first if v == v and v != 0]
+    relative = bool(scales) and max(scales) > 3 * min(scales)
+    if relative:
+        logs = {r: df.assign(**{k: df[k] / abs(float(df["gradweight/p50"].iloc[0]) or 1.0)
+                                for k in GRADWEIGHT_KEYS[:4] if k in df}) for r, df in logs.items()}
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.9), squeeze=False)
+    ax_w, ax_e, ax_a, ax_s = axes[0]
+    n_steps = max(len(df) for df in logs.values())
+    w = max(1, int(round(n_steps / 40)))
+    for g in gids:
+        runs = [r for r in block.groups.runs[g] if r in logs]
+        if not runs:
+            continue
+        c, mk = colours[g], st.of(g)[1]
+        lab = block.groups.label[g]
+        mean = {k: _smooth(pd.concat([logs[r][k] for r in runs], axis=1).mean(axis=1), w) for k in GRADWEIGHT_KEYS
+                if all(k in logs[r] for r in runs)}
+        if "gradweight/p50" not in mean:
+            continue
+        x = mean["gradweight/p50"].index
+        ax_w.plot(x, mean["gradweight/p50"], color=c, lw=1.5, marker=mk, ms=5, markevery=max(1, len(x) // 6),
+                  label=f"{lab}: median")
+        if "gradweight/p10" in mean and "gradweight/p90" in mean:
+            ax_w.fill_between(x, mean["gradweight/p10"], mean["gradweight/p90"], color=c, alpha=0.18, lw=0)
+        if "gradweight/mean" in mean:
+            ax_w.plot(x, mean["gradweight/mean"], color=c, lw=1, ls="--")
+        for r in runs:  # every run (seed) on its own, faint
+            ax_w.plot(logs[r].index, _smooth(logs[r]["gradweight/p50"], w), color=c, lw=0.6, alpha=0.35)
+            if "gradweight/ess" in logs[r]:
+                ax_e.plot(logs[r].index, _smooth(logs[r]["gradweight/ess"], w), color=c, lw=0.6, alpha=0.35)
+        if "gradweight/ess" in mean:
+            ax_e.plot(x, mean["gradweight/ess"], color=c, lw=1.5, marker=mk, ms=5, markevery=max(1, len(x) // 6),
+                      label=lab)
+        for ax, (key, _) in zip((ax_a, ax_s), HELDOUT_KEYS):
+            traj = [held[r][key].astype(float) for r in block.groups.runs[g] if r in held and key in held[r]]
+            if not traj:
+                continue
+            wide = pd.concat(traj, axis=1)
+            for col in wide.columns:
+                ax.plot(wide.index, wide[col], color=c, lw=0.6, alpha=0.35)
+            ax.plot(wide.index, wide.mean(axis=1), color=c, lw=1.5, marker=mk, ms=5, label=lab)
+    ax_w.set_title("per-pair gradient weight w = −∂ℓ/∂r̂_w")
+    ax_w.set_xlabel("training step")
+    ax_w.set_ylabel(("w / |median w at step 1|" if relative else "w") + "  [median; band p10–p90; dashed: mean]")
+    ax_e.set_title("share of the batch that teaches")
+    ax_e.set_xlabel("training step")
+    ax_e.set_ylabel("(Σ|w|)² / (B·Σw²)")
+    ax_e.set_ylim(0, 1.05)
+    for ax, (key, title) in zip((ax_a, ax_s), HELDOUT_KEYS):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("training step (0 = π_ref)")
+        empty = not ax.lines
+        ax.axhline(0.5 if key == "accuracy" else 0.0, color="#777777", ls=":", lw=1)
+        if empty:
+            ax.text(0.5, 0.5, "no held-out pairs", ha="center", va="center", transform=ax.transAxes, color="#777777")
+    ax_a.set_ylabel("accuracy  [ties ½]")
+    ax_s.set_ylabel("Spearman ρ")
+    handles, labels = ax_w.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=min(4, len(labels)), bbox_to_anchor=(0.5, 1.0),
+               frameon=False)
+    n_seeds = count_text(ga.n_runs[gids]) if len(ga) else "–"
+    fig.suptitle(f"Implicit-reward diagnostics of {algo}, {block.suite} ({block.preset}): thick = mean over "
+                 f"{n_seeds} seeds, faint = each run{note}", fontsize=10, y=1.08)
     fig.tight_layout()
     return _save(fig, base, opts)

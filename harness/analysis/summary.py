@@ -112,9 +112,11 @@ def group_stats(block: Block, opts: Options) -> GroupStats:
     okr = runs[runs.status == "ok"]
     table["kl_per_token"] = okr.groupby("group").kl_per_token.mean().reindex(table.index)
     # what the KL column holds: exact unless some run of the group reports an estimate (docs/metrics.md §3.5)
-    kinds = okr.groupby("group").kl_kind.agg(lambda s: "estimate" if (s != "exact").any() else "exact")
+    weakest = ("estimate", "bound", "analytic", "exact")  # a group's KL is as weak as its weakest run's
+    kinds = okr.groupby("group").kl_kind.agg(lambda s: next((k for k in weakest if (s == k).any()), "estimate"))
     table["kl_kind"] = kinds.reindex(table.index).fillna("exact")
     table["kl_temperature"] = okr.groupby("group").kl_temperature.mean().reindex(table.index)
+    table["judge_unresolved"] = okr.groupby("group").judge_unresolved.sum().reindex(table.index)
     for c in ("kl_k1", "kl_k3", "kl_upper_bound", "rm_valid_accuracy"):
         table[c] = okr.groupby("group")[c].mean().reindex(table.index)
 

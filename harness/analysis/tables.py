@@ -85,7 +85,7 @@ def to_markdown(t: Table) -> str:
 _LATEX = [("π_SFT", "\x00"), ("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("$", r"\$"),
           ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\textasciicircum{}"),
           ("\x00", r"$\pi_{\mathrm{SFT}}$"), ("π", r"$\pi$"), ("±", r"$\pm$"), ("β", r"$\beta$"),
-          ("ε", r"$\epsilon$"), ("‖", r"$\|$"), ("√", r"$\sqrt{}$"), ("≤", r"$\le$"), ("≥", r"$\ge$"),
+          ("ε", r"$\epsilon$"), ("‖", r"$\|$"), ("√", r"$\sqrt{}$"), ("≤", r"$\le$"), ("≈", r"$\approx$"), ("≥", r"$\ge$"),
           (">", r"$>$"), ("<", r"$<$"), ("–", "--"), ("−", "$-$"), ("⚠", r"(!)"), ("×", r"$\times$"),
           ("†", r"$^\dagger$")]
 
@@ -154,6 +154,21 @@ SELECTION_NOTE_SAME = ("Bold and † are chosen on the same prompts they are rep
 SELECTION_NOTE_SPLIT = ("Bold and † were chosen on one half of the evaluation prompts (a seeded split by prompt "
                         "index); every number shown is measured on the other half.")
 ESTIMATE = "≈"  # marks a KL that is an estimate, not the exact per-step sum (docs/metrics.md §3.5)
+BOUND = "≤"  # marks a KL that is an upper bound (best-of-n's closed form when candidates tied)
+KL_MARKS = {"estimate": ESTIMATE, "bound": BOUND}
+
+
+def kl_note(t: pd.DataFrame) -> str:
+    """What the table's KL marks mean, for the kinds present."""
+    kinds = set(t.kl_kind.dropna()) if "kl_kind" in t else set()
+    notes = []
+    if "analytic" in kinds:
+        notes.append("best-of-n: the analytic log n − (n−1)/n, exact when no candidates tie")
+    if "bound" in kinds:
+        notes.append(f"{BOUND}: an upper bound (best-of-n with tied candidates)")
+    if "estimate" in kinds:
+        notes.append(f"{ESTIMATE}: an estimate, not the exact per-step sum")
+    return "; ".join(notes)
 
 
 def selection_note(opts: Options) -> str:
@@ -170,7 +185,8 @@ def kl_header(t: pd.DataFrame) -> str:
 
 def kl_cell(r, d: int = 2) -> str:
     text = pm(r.kl, r.kl_ci_low, r.kl_ci_high, d)
-    return (ESTIMATE + text) if getattr(r, "kl_kind", "exact") != "exact" and text != "–" else text
+    mark = KL_MARKS.get(getattr(r, "kl_kind", "exact"), "")
+    return mark + text if text != "–" else text
 
 
 def headline_table(name: str, t: pd.DataFrame, opts: Options, block_name: str,
@@ -186,8 +202,9 @@ def headline_table(name: str, t: pd.DataFrame, opts: Options, block_name: str,
         return int(live[metric].idxmax()) if not live.empty and live[metric].notna().any() else None
 
     bg, bw, blc = best("gold_reward"), best("win_rate"), best("lc_win_rate")
-    optional = [(c, h) for c, h in (("kl_upper_bound", "KL bound (nats)"), ("rm_valid_accuracy", "RM held-out acc."))
-                if c in t and t[c].notna().any()]
+    optional = [(c, h) for c, h in (("judge_unresolved", "undecided pairs"), ("kl_upper_bound", "KL bound (nats)"),
+                                    ("rm_valid_accuracy", "RM held-out acc."))
+                if c in t and t[c].notna().any() and (c != "judge_unresolved" or t[c].fillna(0).gt(0).any())]
     headers = (["configuration", "seeds (ok/runs)", "gold reward", f"win rate vs π_SFT [{level}% CI]",
                 f"LC win rate [{level}% CI]", "length", "truncated", kl_header(t)] + [h for _, h in optional])
     rows = []
@@ -199,19 +216,21 @@ def headline_table(name: str, t: pd.DataFrame, opts: Options, block_name: str,
         rows.append([label, f"{r.n_seeds}/{r.n_runs}" + (f" ({bad})" if bad else ""),
                      Cell(pm(r.gold_reward, r.gold_reward_ci_low, r.gold_reward_ci_high), g == bg),
                      Cell(wr, g == bw), Cell(lc, g == blc), num(r.length, 1), num(r.truncation_rate, 3),
-                     kl_cell(r)] + [num(r[c], 3) for c, _ in optional])
-    est = "kl_kind" in t and (t.kl_kind != "exact").any()
+                     kl_cell(r)] + [num(r[c], 0 if c == "judge_unresolved" else 3) for c, _ in optional])
+    note = kl_note(t)
+    undecided = (" Undecided pairs: the pairwise judge gave no verdict after its retries; they count as ties."
+                 if any(c == "judge_unresolved" for c, _ in optional) else "")
     caption = (f"{block_name}: one row per configuration over its seeds. Gold reward: mean ± half-width of the "
                f"{level}% CI; win rates: point [{level}% CI] (hierarchical bootstrap: seeds, then the shared "
                f"prompts; {opts.n_resamples} resamples). LC: length-controlled win rate (the win rate at equal "
                "length to π_SFT's sample). length: mean completion tokens; truncated: share of samples without "
                "EOS within the length cap. KL on the policy's own samples, exact per-step sum over the vocabulary"
-               + (f"; {ESTIMATE}: an estimate (best-of-n: rank-based, against extra π_SFT samples)" if est else "")
-               + f". Bold: best. {selection_note(opts)}")
+               + (f" ({note})" if note else "") + "." + undecided + f" Bold: best. {selection_note(opts)}")
     cols = ["label", "algorithm", "variant", "hp_label", "n_seeds", "n_runs", "n_diverged", "n_failed",
             "gold_reward", "gold_reward_ci_low", "gold_reward_ci_high", "win_rate", "win_rate_ci_low",
             "win_rate_ci_high", "lc_win_rate", "lc_ci_low", "lc_ci_high", "length", "truncation_rate", "kl",
-            "kl_ci_low", "kl_ci_high", "kl_k1", "kl_k3", "kl_kind", "kl_temperature", "kl_upper_bound", "rm_valid_accuracy"]
+            "kl_ci_low", "kl_ci_high", "kl_k1", "kl_k3", "kl_kind", "kl_temperature", "kl_upper_bound", "rm_valid_accuracy",
+            "judge_unresolved"]
     csv = t[[c for c in cols if c in t]].copy()
     return Table(name, caption, headers, rows, csv, align="l" + "r" * (len(headers) - 1))
 
@@ -247,8 +266,8 @@ def summary_table(name: str, t: pd.DataFrame, pairs: pd.DataFrame, bt: pd.DataFr
                f"the same prompts, Holm-adjusted p < {opts.alpha:g}). Failures: diverged, failed, KL > "
                f"{opts.kl_bound:g} nats or gold reward below π_SFT's (same seed), with an exact binomial CI. "
                "LC: length-controlled win rate. Elo: Bradley–Terry on gold-reward comparisons, π_SFT = 1000.")
-    if "kl_kind" in t and (t.kl_kind != "exact").any():
-        caption += f" {ESTIMATE}: KL estimate, not the exact per-step sum."
+    if kl_note(t):
+        caption += f" KL: {kl_note(t)}."
     caption += " " + selection_note(opts)
     if t.mixed_versions.any():
         caption += " ⚠: the configuration's runs used different library versions."

@@ -5,9 +5,10 @@ default, no top-k/top-p), judge them, pair them with π_SFT's baseline samples o
 for the win rate, and score them under π and π_ref, both at T, for KL(π_T‖π_ref,T) on the policy's
 own samples (KL(π‖π_ref) at T = 1; docs/metrics.md §1.3).
 
-Every KL is recorded with what it is: ``kl_temperature`` (T) and ``kl_kind``, "exact" for the
-per-step sum of :mod:`harness.evaluation.kl` or "estimate" for a policy that measures its KL itself
-(best-of-n's rank-based estimate). Bounds are separate facts (best-of-n's ``kl_upper_bound``; §3.5).
+Every KL is recorded with what it is: ``kl_temperature`` (T) and ``kl_kind``: "exact" for the
+per-step sum of :mod:`harness.evaluation.kl`; for a policy that reports its KL itself, "analytic" (a
+closed form that is exact under stated conditions, e.g. best-of-n without ties), "bound" (the closed
+form where those conditions fail: the true KL is at most this) or "estimate" (docs/metrics.md §3.5).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:  # the artifacts are execution's; evaluation only reads them
     from harness.execution.artifacts import SuiteArtifacts
 
 
-KL_KINDS = ("exact", "estimate")  # metrics["kl_kind"]; a bound is never reported as "kl"
+KL_KINDS = ("exact", "analytic", "bound", "estimate")  # metrics["kl_kind"]
 
 
 def distinct_n(token_lists: list[list[int]], n: int) -> float:
@@ -81,6 +82,8 @@ def evaluate_policy(model, art: SuiteArtifacts, seed: int, sampler=None, n_resam
         "baseline_length": base.length.to_numpy(), "win": win, **kl})
     metrics = summarize(samples, n_resamples=n_resamples, seed=seed, engine=comp.engine)
     metrics["judge"] = judge_info
+    # pairs a pairwise judge could not decide (scored ½): shown beside the win rate (docs/metrics.md §2.3)
+    metrics["judge_unresolved"] = int(judge_info.get("unresolved", 0))
     metrics.update(getattr(model, "evaluation_metrics", lambda: {})())
     # what the kl column is: KL(π_T‖π_ref,T) at the sampling temperature, exact or an estimate
     metrics["kl_kind"], metrics["kl_temperature"] = kl_kind, float(ev.temperature)
