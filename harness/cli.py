@@ -6,7 +6,9 @@ command needs them, so ``--help``, ``list`` and input errors answer in well unde
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -16,10 +18,81 @@ from harness.evaluation.sampling import DEFAULT_SAMPLER
 
 DEFAULT_RESULTS = Path(os.environ.get("PREFBENCH_RESULTS", Path(__file__).resolve().parent.parent / "results"))
 EXIT_USAGE, EXIT_RUN_FAILED = 2, 1
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head -1` reports for `yes`
+MAX_RESAMPLES = 1_000_000
+MAX_THREADS = 1024
+
+
+def _path(flag: str, value: str | None) -> Path | None:
+    """A path given on the command line or in the environment: non-empty, no NUL byte, and one the
+    system can look up (not too long); nothing is created."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise UserError(flag, None, "empty path (it would mean the current folder); name a folder or file")
+    if "\x00" in value:
+        raise UserError(flag, value, "contains a NUL byte")
+    p = Path(value)
+    try:
+        p.exists()
+    except OSError as e:
+        raise UserError(flag, value, f"unusable path ({e.strerror or e})") from None
+    return p
+
+
+def _writable_folder(flag: str, value: str) -> Path:
+    """A folder that exists or can be created here: no file in its place, and the nearest existing
+    folder above it writable. Checked, not created."""
+    p = _path(flag, value)
+    if p.exists() and not p.is_dir():
+        raise UserError(flag, value, "exists and is not a folder")
+    above = p
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise UserError(flag, value, f"{above} is not a folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise UserError(flag, value, f"not writable ({above})")
+    return p
+
+
+def _writable_file(flag: str, value: str) -> Path:
+    p = _path(flag, value)
+    if p.is_dir():
+        raise UserError(flag, value, "is a folder; name a file")
+    parent = p.parent
+    if not parent.is_dir():
+        raise UserError(flag, value, f"folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise UserError(flag, value, "not writable")
+    return p
+
+
+def _threads() -> int | None:
+    """PREFBENCH_THREADS, checked before any compute (unset or empty: torch's default)."""
+    n = os.environ.get("PREFBENCH_THREADS")
+    if not n or not n.strip():
+        return None
+    n = n.strip()
+    if not (n.isascii() and n.isdigit()) or not 1 <= int(n[:6]) <= MAX_THREADS:
+        raise UserError("PREFBENCH_THREADS", n, f"expected an integer in 1..{MAX_THREADS} (torch threads), e.g. 1")
+    return int(n)
+
+
+def _check_environment(command: str) -> None:
+    """The environment variables a command reads (``list`` and ``--help`` read none)."""
+    names = {"run": ("PREFBENCH_RESULTS", "PREFBENCH_CACHE"), "report": ("PREFBENCH_RESULTS",)}.get(command, ())
+    for var in names:
+        if var in os.environ:
+            _path(var, os.environ[var])
+    if command == "run":
+        _threads()
 
 
 def _cache_dir(results: Path) -> Path:
-    return Path(os.environ.get("PREFBENCH_CACHE", results / "_cache"))
+    if "PREFBENCH_CACHE" in os.environ:
+        return _writable_folder("PREFBENCH_CACHE", os.environ["PREFBENCH_CACHE"])
+    return Path(results) / "_cache"
 
 
 def cmd_list(args) -> int:
@@ -50,6 +123,9 @@ def cmd_run(args) -> int:
     # the request travels one way: flags -> plan (validated, before any compute or write) -> execute
     if args.checkpoint_every < 0:
         raise UserError("--checkpoint-every", str(args.checkpoint_every), "must be >= 0")
+    _path("--results", args.results)
+    _path("--sweep-file", args.sweep_file)
+    _threads()
     plan = make_plan(Request(suite=args.suite, preset=args.preset, algorithms=args.algorithms, seeds=args.seeds,
                              sets=args.set, sweeps=args.sweep, sweep_file=args.sweep_file,
                              eval_checkpoints=args.eval_checkpoints, sampler=args.sampler),
@@ -85,38 +161,76 @@ def cmd_run(args) -> int:
 def cmd_report(args) -> int:
     from harness.analysis import build_report, headline
     from harness.execution.results import ResultsStore
+    from harness.suites.spec import NAME_RE
 
-    if not Path(args.results).is_dir():
+    # every flag is checked before a results file is read
+    if not _path("--results", args.results).is_dir():
         raise UserError("--results", str(args.results), "no such results folder")
+    if args.suite is not None and not NAME_RE.fullmatch(args.suite):
+        raise UserError("--suite", args.suite, "not a suite name (letters, digits, '_', '-', '.')")
+    if not math.isfinite(args.kl_bound) or args.kl_bound <= 0:
+        raise UserError("--kl-bound", str(args.kl_bound), "must be a finite number > 0")
+    if not 100 <= args.resamples <= MAX_RESAMPLES:
+        raise UserError("--resamples", str(args.resamples), f"must be in 100..{MAX_RESAMPLES:,}")
+    if args.dir is not None and args.out is not None:
+        raise UserError("--out", args.out, "cannot be combined with --dir (the report folder holds every table)")
+    out_dir = _writable_folder("--dir", args.dir) if args.dir is not None else None
+    out_file = _writable_file("--out", args.out) if args.out is not None else None
     if not any(ResultsStore(args.results).iter_runs(args.suite)):
         raise UserError("--results", str(args.results), f"no finished runs{' for suite ' + args.suite if args.suite else ''}")
-    if args.kl_bound <= 0:
-        raise UserError("--kl-bound", str(args.kl_bound), "must be > 0")
-    if args.resamples < 100:
-        raise UserError("--resamples", str(args.resamples), "must be >= 100")
     opts = dict(kl_bound=args.kl_bound, n_resamples=args.resamples, select_split=args.select_split)
-    if args.dir:
-        out = build_report(Path(args.results), args.suite, Path(args.dir), **opts)
+    if out_dir is not None:
+        try:
+            out = build_report(Path(args.results), args.suite, out_dir, **opts)
+        except ValueError as e:
+            if str(e).startswith("no finished runs"):  # every run there was unreadable (reported above)
+                raise UserError("--results", str(args.results), "no readable finished runs") from None
+            raise
+        except OSError as e:
+            raise UserError("--dir", args.dir, f"cannot write the report ({e.strerror or e})") from None
         print(f"report written to {out}")
         return 0
     text = headline(Path(args.results), args.suite, None, args.format, **opts)
-    if args.out:
-        Path(args.out).write_text(text)
+    if text == "(no finished runs)\n":  # every run there was unreadable (each reported above)
+        raise UserError("--results", str(args.results), "no readable finished runs")
+    if out_file is not None:
+        try:
+            out_file.write_text(text)
+        except OSError as e:
+            raise UserError("--out", args.out, f"cannot write ({e.strerror or e})") from None
     else:
         print(text, end="")
     return 0
 
 
 def _set_threads() -> None:
-    n = os.environ.get("PREFBENCH_THREADS")
+    n = _threads()
     if n:
         import torch
 
-        torch.set_num_threads(int(n))
+        torch.set_num_threads(n)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (``prefbench: error: FLAG: problem``) and exit code 2,
+    like every other input error, instead of a usage dump."""
+
+    def error(self, message: str):
+        where, problem = self.prog, " ".join(message.split())
+        m = re.fullmatch(r"argument ([^:]+): (.*)", problem)
+        if m:
+            where, problem = m.group(1).split("/")[-1], m.group(2)
+        elif problem.startswith("unrecognized arguments: "):
+            extra = problem.split(": ", 1)[1].split()
+            where = extra[0] if extra else self.prog
+            problem = "unrecognized argument" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
+        elif problem.startswith("the following arguments are required: "):
+            where, problem = problem.split(": ", 1)[1], "missing (required)"
+        raise UserError(where, None, f"{problem}; see `{self.prog} --help`")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="prefbench",
         description="Benchmark LLM alignment algorithms side by side on shared preference suites.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -128,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
               prefbench report --suite sentiment --format latex --out table.tex
 
             environment: PREFBENCH_RESULTS (default results folder), PREFBENCH_CACHE (suite artifact
-            cache, default RESULTS/_cache), PREFBENCH_THREADS (torch threads), PREFBENCH_QUIET=1 (no bars)"""))
+            cache, default RESULTS/_cache), PREFBENCH_THREADS (torch threads), PREFBENCH_QUIET=1 (no bars;
+            off by default when stderr is not a terminal, PREFBENCH_QUIET=0 keeps them)"""))
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     pl = sub.add_parser("list", help="list registered algorithms (with hyperparameters) or suites",
@@ -191,12 +306,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    if not _isatty(sys.stderr):  # a log file or a pipe gets no progress bars (PREFBENCH_QUIET=0 keeps them)
+        os.environ.setdefault("PREFBENCH_QUIET", "1")
     try:
-        return args.func(args)
-    except UserError as e:
-        print(f"prefbench: error: {e.one_line()}", file=sys.stderr)
-        return EXIT_USAGE
+        try:
+            args = build_parser().parse_args(argv)
+            _check_environment(args.command)
+            return args.func(args)
+        except UserError as e:
+            print(f"prefbench: error: {e.one_line()}", file=sys.stderr)
+            return EXIT_USAGE
+        finally:
+            sys.stdout.flush()  # a closed pipe shows up here, not in the interpreter's final flush
+    except BrokenPipeError:
+        # the reader went away (`prefbench list algorithms | head -3`): stop quietly, as other tools do
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return EXIT_BROKEN_PIPE
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from harness.core.hashing import canonical_json
-from harness.execution.results import ResultsStore, read_json
+from harness.execution.results import ResultsStore, UnreadableRun, read_json_file, read_run_metrics
 
 REFERENCE = "reference"
 # per-prompt columns read from samples.parquet (mean over the samples of a prompt)
@@ -26,7 +26,7 @@ PROMPT_COLUMNS = ("gold_reward", "win", "kl", "length", "baseline_length", "base
 SAMPLE_COLUMNS = ("prompt_index",) + PROMPT_COLUMNS
 # final metrics copied from metrics.json into the run table
 RUN_METRICS = ("gold_reward", "win_rate", "kl", "kl_k1", "kl_k3", "kl_per_token", "length", "baseline_length",
-               "truncation_rate", "distinct_2", "n_prompts", "n_samples", "wins", "ties", "losses")
+               "truncation_rate", "distinct_2", "n_prompts", "n_samples", "wins", "ties", "losses", "judge_unresolved")
 POINT_METRICS = ("gold_reward", "win_rate", "kl", "length")
 # how hyperparameter names are shown in labels
 HP_SYMBOLS = {"beta": "β", "label_smoothing": "ε", "lr": "lr"}
@@ -79,7 +79,19 @@ class Block:
         path = Path(self.runs.path.iloc[run]) / "train_log.jsonl"
         if not path.is_file():
             return pd.DataFrame()
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = []
+        try:  # split on "\n" only: str.splitlines also splits inside strings at U+2028 and friends
+            lines = path.read_bytes().decode("utf-8", errors="replace").split("\n")
+        except OSError:
+            return pd.DataFrame()
+        for line in lines:
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue  # a torn or corrupt line: the curves show the steps that can be read
+                if isinstance(row, dict):
+                    rows.append(row)
         return pd.DataFrame(rows)
 
 
@@ -126,16 +138,28 @@ def _float(v, default) -> float:
     return float(default) if default is not None else np.nan
 
 
+def _dict(v) -> dict:
+    return v if isinstance(v, dict) else {}
+
+
 def _read_run(path: Path) -> dict:
-    m = read_json(path / "metrics.json")
+    """One run's row; :class:`UnreadableRun` when metrics.json or config.json is corrupt."""
+    m = read_run_metrics(path / "metrics.json")
     cfg_path = path / "config.json"
-    cfg = read_json(cfg_path) if cfg_path.is_file() else {}
-    suite_cfg = cfg.get("suite") or {}
-    ev = suite_cfg.get("evaluation") or {}
-    preset_cfg = cfg.get("preset") or {}
-    failure = m.get("failure") or {}
-    extra = m.get("extra") or {}
-    versions = m.get("library_versions") or cfg.get("library_versions") or {}
+    cfg = read_json_file(cfg_path) if cfg_path.is_file() else {}
+    traj = m.get("trajectory") or []
+    if not isinstance(traj, list) or not all(isinstance(t, dict) and isinstance(t.get("step", 0), int)
+                                             and not isinstance(t.get("step", 0), bool) for t in traj):
+        raise UnreadableRun("metrics.json: trajectory is not a list of {step: integer, ...} objects")
+    if not isinstance(m.get("hyperparameters") or {}, dict):
+        raise UnreadableRun("metrics.json: hyperparameters is not an object")
+    suite_cfg = _dict(cfg.get("suite"))
+    ev = _dict(suite_cfg.get("evaluation"))
+    preset_cfg = _dict(cfg.get("preset"))
+    failure = _dict(m.get("failure"))
+    extra = _dict(m.get("extra"))
+    m["metrics"] = _dict(m.get("metrics"))
+    versions = _dict(m.get("library_versions") or cfg.get("library_versions"))
     row = {
         "run_id": m["run_id"], "suite": m["suite"], "preset": str(m.get("preset") or cfg.get("preset_name") or "?"),
         "algorithm": m["algorithm"], "variant": m.get("variant") or m["algorithm"],
@@ -165,13 +189,26 @@ def _read_run(path: Path) -> dict:
 
 
 def _read_samples(path: Path) -> dict[str, np.ndarray] | None:
+    """samples.parquet as float arrays; :class:`UnreadableRun` when it is corrupt or malformed."""
+    import pyarrow as pa
+
     f = path / "samples.parquet"
     if not f.is_file():
         return None
-    have = set(pq.read_schema(f).names)
-    cols = [c for c in SAMPLE_COLUMNS if c in have]
-    t = pq.read_table(f, columns=cols)
-    out = {c: t.column(c).to_numpy().astype(np.float64) for c in cols}
+    try:
+        have = set(pq.read_schema(f).names)
+        if "prompt_index" not in have:
+            raise UnreadableRun("samples.parquet: no prompt_index column")
+        cols = [c for c in SAMPLE_COLUMNS if c in have]
+        t = pq.read_table(f, columns=cols)
+        out = {c: np.asarray(t.column(c).to_numpy(), dtype=np.float64) for c in cols}
+    except UnreadableRun:
+        raise
+    except (OSError, ValueError, TypeError, pa.ArrowException) as e:
+        raise UnreadableRun(f"samples.parquet: {_short(e)}") from None
+    pi = out["prompt_index"]
+    if pi.size and (not np.isfinite(pi).all() or (pi < 0).any() or (pi != np.round(pi)).any()):
+        raise UnreadableRun("samples.parquet: prompt_index is not non-negative integers")
     n = len(out["prompt_index"])
     for c in SAMPLE_COLUMNS:
         out.setdefault(c, np.full(n, np.nan))
@@ -184,9 +221,21 @@ def collect_blocks(results_root: Path | str, suite: str | None = None,
     into blocks of comparable runs."""
     from harness.core.hashing import content_hash
 
-    rows = [_read_run(p) for p in ResultsStore(results_root).iter_runs(suite)]
-    if run_ids is not None:
-        rows = [r for r in rows if r["run_id"] in run_ids]
+    rows, samples, bad = [], {}, []
+    for p in ResultsStore(results_root).iter_runs(suite):
+        if run_ids is not None and p.name not in run_ids:  # a run's folder is named by its id
+            continue
+        try:
+            row = _read_run(p)
+            if run_ids is not None and row["run_id"] not in run_ids:
+                continue
+            if row["status"] == "ok":
+                samples[row["path"]] = _read_samples(p)
+        except UnreadableRun as e:
+            bad.append((p, str(e)))
+            continue
+        rows.append(row)
+    report_unreadable(Path(results_root), bad)
     if not rows:
         return []
     runs = pd.DataFrame(rows)
@@ -195,7 +244,7 @@ def collect_blocks(results_root: Path | str, suite: str | None = None,
     blocks = []
     for values, r in runs.groupby(list(BLOCK_KEY), sort=True):
         identity = dict(zip(BLOCK_KEY, values))
-        b = _make_block(identity["suite"], identity["preset"], r.reset_index(drop=True))
+        b = _make_block(identity["suite"], identity["preset"], r.reset_index(drop=True), samples)
         b.identity, b.key = identity, content_hash(identity, 8)
         blocks.append(b)
     # blocks that share (suite, preset) are told apart by their key, in names and file prefixes
@@ -204,6 +253,28 @@ def collect_blocks(results_root: Path | str, suite: str | None = None,
         if per_name[(b.suite, b.preset)] > 1:
             b.tag = b.key[:6]
     return blocks
+
+
+_REPORTED: set[str] = set()  # unreadable run folders already reported by this process
+
+
+def _short(e: Exception) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
+def report_unreadable(root: Path, bad: list[tuple[Path, str]]) -> None:
+    """One stderr line per unreadable run (once per process), then the count. The runs are skipped:
+    the readable ones still make every table."""
+    import sys
+
+    new = [(p, why) for p, why in bad if str(p) not in _REPORTED]
+    for p, why in new:
+        _REPORTED.add(str(p))
+        print(f"prefbench: skipped unreadable run {p.parent.name}/{p.name} ({why})", file=sys.stderr)
+    if new:
+        print(f"prefbench: skipped {len(new)} unreadable run{'s' if len(new) > 1 else ''} in {root}", file=sys.stderr,
+              flush=True)
 
 
 def split_halves(block: Block, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -249,7 +320,7 @@ def identity_differences(blocks: list[Block]) -> dict[str, list[str]]:
     return out
 
 
-def _make_block(suite: str, preset: str, runs: pd.DataFrame) -> Block:
+def _make_block(suite: str, preset: str, runs: pd.DataFrame, samples_by_path: dict | None = None) -> Block:
     keys = varying_hyperparameters(runs)
     # groups in display order: reference first, then by algorithm, variant and the varying values
     gkeys = {}
@@ -277,7 +348,8 @@ def _make_block(suite: str, preset: str, runs: pd.DataFrame) -> Block:
     groups = pd.DataFrame(groups).set_index("group", drop=False)
 
     # samples -> per-prompt arrays aligned on the union of prompt ids
-    data = [_read_samples(Path(p)) if s == "ok" else None for p, s in zip(runs.path, runs.status)]
+    read = (lambda p: samples_by_path[p]) if samples_by_path is not None else (lambda p: _read_samples(Path(p)))
+    data = [read(p) if s == "ok" else None for p, s in zip(runs.path, runs.status)]
     prompt_ids = np.unique(np.concatenate([d["prompt_index"] for d in data if d is not None] or [np.empty(0)]))
     n_runs, n_prompts = len(runs), len(prompt_ids)
     per_prompt = {c: np.full((n_runs, n_prompts), np.nan) for c in PROMPT_COLUMNS}

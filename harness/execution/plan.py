@@ -8,17 +8,21 @@ and never recomputed unless forced.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness import registry
-from harness.core.errors import UserError
+from harness.core.errors import UserError, short_repr
 from harness.core.hashing import content_hash
 from harness.evaluation.sampling import DEFAULT_SAMPLER
 from harness.suites.spec import Suite
 
 REFERENCE = "reference"
+MAX_RUNS = 10_000  # runs in one plan (sweep grid points x seeds)
+MAX_SEED = 2 ** 32 - 1
+MAX_TRAIN_STEPS = 100_000  # optimizer steps of one run (epochs x pairs / batch_size)
 
 
 @dataclass
@@ -47,7 +51,7 @@ def parse_sets(items: list[str] | None, where: str = "--set") -> dict[str, dict[
         algo, name = key.split(".", 1)
         if not value:
             raise UserError(where, item, "empty value")
-        out.setdefault(algo, {})[name] = parse_scalar(value)
+        out.setdefault(algo, {})[name] = parse_scalar(value, f"{where}: {key}")
     return out
 
 
@@ -61,10 +65,25 @@ def parse_sweeps(items: list[str] | None, where: str = "--sweep") -> dict[str, d
             raise UserError(where, item, "expected ALGORITHM.KEY=V1,V2,..., e.g. dpo.beta=0.05,0.1,0.5")
         key, values = item.split("=", 1)
         algo, name = key.split(".", 1)
-        vals = [parse_scalar(v) for v in values.split(",") if v.strip() != ""]
+        vals = [parse_scalar(v, f"{where}: {key}") for v in values.split(",") if v.strip() != ""]
         if not vals:
             raise UserError(where, item, "no values")
-        out.setdefault(algo, {})[name] = list(dict.fromkeys(vals))
+        out.setdefault(algo, {})[name] = _distinct(vals)
+    return out
+
+
+def _distinct(values: list[Any]) -> list[Any]:
+    """Values without repeats, in order (1 and 1.0 count as one; lists and mappings by their repr)."""
+    seen, out = set(), []
+    for v in values:
+        try:
+            key = ("h", v) if not isinstance(v, (list, dict)) else ("r", repr(v))
+            hash(key)
+        except TypeError:
+            key = ("r", repr(v))
+        if key not in seen:
+            seen.add(key)
+            out.append(v)
     return out
 
 
@@ -73,13 +92,12 @@ def load_sweep_file(path: str) -> dict[str, Any]:
     ({algo.key: value}); every key optional, unknown keys rejected."""
     import yaml
 
+    from harness.core.config import MAX_YAML_BYTES, load_yaml, read_text_file
+
     where = str(path)
-    try:
-        data = yaml.safe_load(open(path, encoding="utf-8").read())
-    except FileNotFoundError:
-        raise UserError(where, None, "sweep file not found") from None
-    except yaml.YAMLError as e:
-        raise UserError(where, None, f"YAML syntax error: {getattr(e, 'problem', e)}") from None
+    if not where:
+        raise UserError("--sweep-file", None, "empty path")
+    data = load_yaml(read_text_file(path, where, "sweep file", MAX_YAML_BYTES), where)
     if not isinstance(data, dict):
         raise UserError(where, None, "a sweep file must be a YAML mapping")
     allowed = {"algorithms", "seeds", "preset", "sweep", "set"}
@@ -89,22 +107,27 @@ def load_sweep_file(path: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "algorithms" in data:
         algos = data["algorithms"]
-        if not isinstance(algos, list) or not all(isinstance(a, str) for a in algos):
-            raise UserError(where, "algorithms", "expected a list of algorithm names")
+        if not isinstance(algos, list) or not algos or not all(isinstance(a, str) and a.strip() for a in algos):
+            raise UserError(where, "algorithms", "expected a non-empty list of algorithm names")
         out["algorithms"] = algos
     if "seeds" in data:
         seeds_ = data["seeds"]
-        if not isinstance(seeds_, list) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds_):
-            raise UserError(where, "seeds", "expected a list of non-negative integers")
-        out["seeds"] = seeds_
+        if not isinstance(seeds_, list) or not seeds_ or not all(
+                isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_SEED for x in seeds_):
+            raise UserError(where, "seeds", f"expected a non-empty list of integers in 0..{MAX_SEED}")
+        out["seeds"] = list(dict.fromkeys(seeds_))
     if "preset" in data:
-        out["preset"] = str(data["preset"])
+        if not isinstance(data["preset"], str) or not data["preset"]:
+            raise UserError(where, "preset", "expected a preset name")
+        out["preset"] = data["preset"]
     for section, parse in (("sweep", True), ("set", False)):
         block = data.get(section) or {}
         if not isinstance(block, dict):
             raise UserError(where, section, "expected a mapping of ALGORITHM.KEY to values")
         items = []
         for k, v in block.items():
+            if not isinstance(k, str):
+                raise UserError(where, f"{section}.{k}", "expected a key ALGORITHM.KEY")
             if parse:
                 if not isinstance(v, list) or not v:
                     raise UserError(where, f"{section}.{k}", "expected a non-empty list of values")
@@ -116,13 +139,11 @@ def load_sweep_file(path: str) -> dict[str, Any]:
 
 
 def parse_seeds(text: str, where: str = "--seeds") -> list[int]:
-    try:
-        values = [int(s) for s in text.split(",") if s.strip() != ""]
-    except ValueError:
-        raise UserError(where, text, "expected comma-separated non-negative integers, e.g. 0,1,2") from None
-    if not values or any(v < 0 for v in values):
-        raise UserError(where, text, "expected comma-separated non-negative integers, e.g. 0,1,2")
-    return list(dict.fromkeys(values))
+    parts = [s.strip() for s in text.split(",") if s.strip() != ""]
+    # ASCII digits only: int() would also take "1_000", "+1" and other scripts' digits
+    if not parts or not all(p.isascii() and p.isdigit() and len(p) <= 10 and int(p) <= MAX_SEED for p in parts):
+        raise UserError(where, text, f"expected comma-separated integers in 0..{MAX_SEED}, e.g. 0,1,2")
+    return list(dict.fromkeys(int(p) for p in parts))
 
 
 def suite_identity(suite: Suite, preset_name: str) -> dict:
@@ -143,16 +164,22 @@ def suite_identity(suite: Suite, preset_name: str) -> dict:
 def plan_runs(suite: Suite, preset_name: str, algorithms: list[str], seed_list: list[int],
               overrides: dict[str, dict[str, Any]], sampler: str,
               sweeps: dict[str, dict[str, list[Any]]] | None = None,
-              eval_checkpoints: int | None = None, artifacts: dict | None = None) -> list[RunSpec]:
+              eval_checkpoints: int | None = None, artifacts: dict | None = None,
+              set_where: str = "--set", sweep_where: str = "--sweep") -> list[RunSpec]:
     """Every (algorithm, hyperparameter point, seed) to run. Each algorithm's swept keys form a grid
-    (their cross product); grids of different algorithms are independent; all are crossed with seeds."""
+    (their cross product); grids of different algorithms are independent; all are crossed with seeds.
+    ``set_where``/``sweep_where`` name where overrides and sweeps came from in error messages."""
     import itertools
 
     preset = suite.preset(preset_name)
     sweeps = sweeps or {}
     names = list(dict.fromkeys([REFERENCE] + [a for a in algorithms if a != REFERENCE]))
+    n_runs = sum(math.prod(len(v) for v in sweeps.get(a, {}).values()) for a in names) * len(seed_list)
+    if n_runs > MAX_RUNS:
+        raise UserError(sweep_where if sweeps else "--seeds", None,
+                        f"{n_runs:,} runs (sweep grid points x {len(seed_list)} seeds); at most {MAX_RUNS:,} in one plan")
     specs = {a: registry.get(a) for a in names}
-    for flag, given in (("--set", overrides), ("--sweep", sweeps)):
+    for flag, given in ((set_where, overrides), (sweep_where, sweeps)):
         for algo in given:
             if algo not in specs:
                 registry.get(algo, flag)
@@ -171,10 +198,10 @@ def plan_runs(suite: Suite, preset_name: str, algorithms: list[str], seed_list: 
         # preset values are checked on their own first, so a bad one names the suite file
         specs[algo].make_config(values, f"{suite.path}: presets.{preset_name}.algorithms")
         values.update(overrides.get(algo, {}))
-        specs[algo].make_config(values, "--set")
+        specs[algo].make_config(values, set_where)
         grid = sweeps.get(algo, {})
         for point in itertools.product(*grid.values()):
-            config = specs[algo].make_config({**values, **dict(zip(grid, point))}, "--sweep" if grid else "--set")
+            config = specs[algo].make_config({**values, **dict(zip(grid, point))}, sweep_where if grid else set_where)
             variant = specs[algo].cls(config).variant()
             for seed in seed_list:
                 identity = {**base, "algorithm": algo, "variant": variant,
@@ -218,12 +245,17 @@ def make_plan(req: Request, cache_root: Path) -> Plan:
     ids record the engine that actually samples.
     """
     from harness.evaluation.sampling import get_sampler
-    from harness.suites.spec import load_suite
+    from harness.suites.spec import MAX_EVAL_CHECKPOINTS, load_suite
 
-    if req.eval_checkpoints is not None and req.eval_checkpoints < 0:
-        raise UserError("--eval-checkpoints", str(req.eval_checkpoints), "must be >= 0")
-    sweep_file = load_sweep_file(req.sweep_file) if req.sweep_file else {}
+    if req.eval_checkpoints is not None and not 0 <= req.eval_checkpoints <= MAX_EVAL_CHECKPOINTS:
+        raise UserError("--eval-checkpoints", str(req.eval_checkpoints), f"must be in 0..{MAX_EVAL_CHECKPOINTS}")
+    sweep_file = load_sweep_file(req.sweep_file) if req.sweep_file is not None else {}
+    if not req.suite:
+        raise UserError("SUITE", None, "empty suite name")
     suite = load_suite(req.suite)
+    check_model_size(suite)
+    if req.preset is not None and not req.preset:
+        raise UserError("--preset", None, "empty preset name")
     preset = req.preset or sweep_file.get("preset") or "smoke"
     suite.preset(preset, "--preset" if req.preset else f"{req.sweep_file}: preset")
     if req.algorithms is not None:
@@ -231,18 +263,33 @@ def make_plan(req: Request, cache_root: Path) -> Plan:
         if not algorithms:
             raise UserError("--algorithms", req.algorithms, "no algorithm named")
     else:
-        algorithms = sweep_file.get("algorithms") or ["sft", "dpo"]
-        if not algorithms:
-            raise UserError(f"{req.sweep_file}: algorithms", None, "no algorithm named")
+        algorithms = sweep_file.get("algorithms") or ["sft", "dpo"]  # the file's list is never empty
     for a in algorithms:
+        if len(a) > 100:
+            raise UserError("--algorithms", a, "unknown algorithm (names are short)")
         registry.get(a)
     seed_list = parse_seeds(req.seeds) if req.seeds is not None else (sweep_file.get("seeds") or [0])
-    sets = parse_sets(sweep_file.get("set", []), f"{req.sweep_file}: set")
-    for algo, vals in parse_sets(req.sets).items():
+    file_sets = parse_sets(sweep_file.get("set", []), f"{req.sweep_file}: set")
+    file_sweeps = parse_sweeps(sweep_file.get("sweep", []), f"{req.sweep_file}: sweep")
+    cli_sets, cli_sweeps = parse_sets(req.sets), parse_sweeps(req.sweeps)
+    sets = {a: dict(v) for a, v in file_sets.items()}
+    for algo, vals in cli_sets.items():
         sets.setdefault(algo, {}).update(vals)
-    sweeps = parse_sweeps(sweep_file.get("sweep", []), f"{req.sweep_file}: sweep")
-    for algo, grid in parse_sweeps(req.sweeps).items():
+    sweeps = {a: dict(v) for a, v in file_sweeps.items()}
+    for algo, grid in cli_sweeps.items():
         sweeps.setdefault(algo, {}).update(grid)
+    # every hyperparameter (preset, the sweep file, --set, --sweep) is checked here, before torch is imported;
+    # the sweep file's own values first, so that a bad one names the file
+    if file_sets or file_sweeps:
+        plan_runs(suite, preset, algorithms, seed_list, file_sets, req.sampler, file_sweeps, req.eval_checkpoints,
+                  set_where=f"{req.sweep_file}: set", sweep_where=f"{req.sweep_file}: sweep")
+    draft = plan_runs(suite, preset, algorithms, seed_list, sets, req.sampler, sweeps, req.eval_checkpoints)
+    pairs_table = read_pairs_table(suite)  # a pairs file is read and checked whole, before any compute
+    origin = {}  # (algorithm, key) -> where its value came from: command line over sweep file
+    for where, given in ((f"{req.sweep_file}: set", file_sets), ("--set", cli_sets),
+                         (f"{req.sweep_file}: sweep", file_sweeps), ("--sweep", cli_sweeps)):
+        origin.update({(a, k): where for a, vals in given.items() for k in vals})
+    check_training_steps(suite, preset, draft, origin, max_pairs(suite, preset, pairs_table))
     ev = suite.evaluation
     sampler = get_sampler(req.sampler, job_tokens=suite.preset(preset).eval_prompts * ev.samples_per_prompt
                           * ev.max_new_tokens)
@@ -254,7 +301,148 @@ def make_plan(req: Request, cache_root: Path) -> Plan:
         libraries.add("vllm")
     check_patches(libraries)  # a library patch meeting another version stops here, not mid-sweep
     art = SuiteArtifacts(suite, preset, cache_root, sampler)
+    if pairs_table is not None:
+        art.pair_prompts = list(dict.fromkeys(pairs_table.prompt.tolist()))  # the checked file's distinct prompts
     art.check_prompts()  # the preset's prompts exist (and a pairs file leaves enough): before any compute
+    check_prompt_context(suite, art)
     runs = plan_runs(suite, preset, algorithms, seed_list, sets, sampler.name, sweeps, req.eval_checkpoints,
                      art.hashes())
     return Plan(suite, preset, runs, sampler, art)
+
+
+# ---------------------------------------------------------------------- preflight: resources
+def max_pairs(suite: Suite, preset: str, pairs_table) -> int:
+    """An upper bound on the preference pairs a run trains on: the file's rows, or every pair of the
+    samples of every training prompt."""
+    if pairs_table is not None:
+        return len(pairs_table)
+    k = suite.pairs.samples_per_prompt
+    return suite.preset(preset).train_prompts * k * (k - 1) // 2
+
+
+def read_pairs_table(suite: Suite):
+    """With ``pairs.kind: file``, the file read and checked whole (encoding, format, columns, types,
+    every row, prompts within the context), so a malformed file stops the plan instead of failing runs
+    after π_SFT is built; None for sampled pairs."""
+    if suite.pairs.kind != "file":
+        return None
+    from harness.suites.pairs import load_pairs_table
+
+    path = suite.resolve_path(suite.pairs.path)
+    table = load_pairs_table(path)
+    L = suite.policy.max_length
+    for i, p in enumerate(table.prompt):
+        if 1 + len(p.split()) >= L:  # BOS and at least a token per word: read_pairs_file would refuse it later
+            raise UserError(str(path), f"row {i + 1}: prompt", f"{len(p.split())} words (at least as many tokens), "
+                            f"too long for the model context policy.max_length={L}")
+    return table
+
+
+def check_prompt_context(suite: Suite, art) -> None:
+    """Prompts and completions fit the context: BOS, at least one token per prompt word and
+    ``max_new_tokens`` must fit ``policy.max_length`` (the exact token count is checked again once the
+    tokenizer exists)."""
+    L = suite.policy.max_length
+    checks = [("evaluation.max_new_tokens", suite.evaluation.max_new_tokens, art.eval_prompts)]
+    if suite.pairs.kind == "sampled":
+        checks.append(("pairs.max_new_tokens", suite.pairs.max_new_tokens, art.pair_prompts))
+    for field, new, prompts in checks:
+        if not prompts:
+            continue
+        worst = max(prompts, key=lambda p: len(p.split()))
+        words = len(worst.split())
+        if 1 + words + new > L:
+            raise UserError(suite.path, field, f"got {new}: prompt {worst[:40]!r} has {words} words (at least as "
+                            f"many tokens); with BOS and {new} new tokens it exceeds policy.max_length={L}")
+
+
+def check_training_steps(suite: Suite, preset: str, runs: list[RunSpec], origin: dict, n_pairs: int) -> None:
+    """epochs x pairs / batch_size stays within MAX_TRAIN_STEPS for every run that trains by epochs."""
+    for run in runs:
+        cfg = run.config
+        epochs, bs = getattr(cfg, "epochs", None), getattr(cfg, "batch_size", None)
+        if not isinstance(epochs, (int, float)) or not isinstance(bs, int) or bs < 1:
+            continue
+        steps = n_pairs * float(epochs) / bs
+        if steps > MAX_TRAIN_STEPS:
+            algo = run.algorithm
+            where = origin.get((algo, "epochs"), f"{suite.path}: presets.{preset}.algorithms")
+            raise UserError(where, f"{algo}.epochs", f"got {epochs:g}: up to {n_pairs:,} pairs x {epochs:g} epochs / "
+                            f"batch_size {bs} = {steps:,.0f} optimizer steps; at most {MAX_TRAIN_STEPS:,}")
+
+
+# keys of policy.config the harness sets itself (build_model): a suite that sets them too would crash the build
+HARNESS_SET_KEYS = {"vocab_size": "the tokenizer's size", "n_positions": "policy.max_length",
+                    "max_position_embeddings": "policy.max_length", "bos_token_id": "the tokenizer",
+                    "eos_token_id": "the tokenizer", "pad_token_id": "the tokenizer"}
+DIM_KEYS = {"gpt2": ("n_layer", "n_embd", "n_head", "n_inner"),
+            "llama": ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
+                      "num_key_value_heads")}
+BYTES_PER_PARAMETER = 20  # fp32 training: weights, gradients, two AdamW moments, and the frozen π_ref
+
+
+def physical_memory() -> int | None:
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def estimate_parameters(suite: Suite) -> int | None:
+    """Parameters of a ``policy.kind: config`` model (embeddings, positions, blocks), before it is
+    built; None for a pretrained one. The vocabulary is tokenizer.vocab_size for train_bpe."""
+    p = suite.policy
+    if p.kind != "config":
+        return None
+    from harness.training.models import ARCH_DEFAULTS
+
+    c = {**ARCH_DEFAULTS[p.architecture], **p.config}
+    V = suite.tokenizer.vocab_size if suite.tokenizer.kind == "train_bpe" else 0
+    if p.architecture == "gpt2":
+        d, L = c["n_embd"], c["n_layer"]
+        inner = c.get("n_inner") or 4 * d
+        return V * d + p.max_length * d + L * (4 * d * d + 2 * d * inner + 9 * d + 2 * inner) + 2 * d
+    d, L, inter = c["hidden_size"], c["num_hidden_layers"], c.get("intermediate_size") or 4 * c["hidden_size"]
+    kv = d * c.get("num_key_value_heads", c["num_attention_heads"]) // c["num_attention_heads"]
+    return 2 * V * d + L * (2 * d * d + 2 * d * kv + 3 * d * inter + 2 * d) + d
+
+
+def check_model_size(suite: Suite) -> None:
+    """``policy.config`` of a ``kind: config`` model, as a one-line error naming the suite file."""
+    problem = policy_config_problem(suite)
+    if problem:
+        raise UserError(suite.path, *problem)
+
+
+def policy_config_problem(suite: Suite) -> tuple[str, str] | None:
+    """``policy.config`` of a ``kind: config`` model: sizes are positive integers, heads divide the
+    width, nothing the harness sets itself, and the model fits this machine's memory to train."""
+    p = suite.policy
+    if p.kind != "config":
+        return None
+    for key in p.config:
+        if key in HARNESS_SET_KEYS:
+            return f"policy.config.{key}", f"set by the harness from {HARNESS_SET_KEYS[key]}; remove it"
+    for key in DIM_KEYS[p.architecture]:
+        v = p.config.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1 << 20:
+            return f"policy.config.{key}", f"got {short_repr(v)}, expected an integer in 1..{1 << 20}"
+    from harness.training.models import ARCH_DEFAULTS
+
+    c = {**ARCH_DEFAULTS[p.architecture], **p.config}
+    width, heads = (("n_embd", "n_head") if p.architecture == "gpt2" else ("hidden_size", "num_attention_heads"))
+    if c[width] % c[heads]:
+        return f"policy.config.{heads}", f"got {c[heads]}, must divide {width}={c[width]}"
+    kv = c.get("num_key_value_heads")
+    if p.architecture == "llama" and kv is not None and c[heads] % kv:
+        return "policy.config.num_key_value_heads", f"got {kv}, must divide num_attention_heads={c[heads]}"
+    n, mem = estimate_parameters(suite), physical_memory()
+    if n is not None and mem and n * BYTES_PER_PARAMETER > mem:
+        return "policy.config", (f"a model of about {n / 1e6:,.0f}M parameters needs about "
+                                 f"{n * BYTES_PER_PARAMETER / 2**30:,.0f} GiB to train in fp32; this machine has "
+                                 f"{mem / 2**30:,.0f} GiB (check n_embd/hidden_size, layers, policy.max_length, vocab_size)")
+    return None

@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 import shutil
+import sys
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,7 @@ class ResultsStore:
     def __init__(self, root: Path | str, where: str = "--results"):
         self.root = Path(root)
         self.where = where
+        self._said: set[Path] = set()  # unreadable runs already reported by is_complete
 
     # ------------------------------------------------------------------ safety
     def prepare(self) -> None:
@@ -58,7 +60,7 @@ class ResultsStore:
 
     def _safe(self, *parts: str) -> Path:
         for p in parts:
-            if not NAME_RE.match(p):
+            if not NAME_RE.fullmatch(p):
                 raise UserError(self.where, p, "unsafe name; allowed: letters, digits, '_', '-', '.'")
         path = self.root.joinpath(*parts).resolve()
         if not str(path).startswith(str(self.root.resolve()) + os.sep):
@@ -70,9 +72,19 @@ class ResultsStore:
         return self._safe(suite, run_id)
 
     def is_complete(self, suite: str, run_id: str) -> bool:
-        """Committed and not ``failed`` (failed runs are retried; diverged ones are results)."""
+        """Committed and not ``failed`` (failed runs are retried; diverged ones are results). A run whose
+        metrics.json is unreadable is not complete: it is said so on stderr, and the run is redone."""
         path = self.run_dir(suite, run_id) / "metrics.json"
-        return path.is_file() and read_json(path).get("status") != "failed"
+        if not path.is_file():
+            return False
+        try:
+            status = read_run_metrics(path).get("status")
+        except UnreadableRun as e:
+            if path not in self._said:
+                self._said.add(path)
+                print(f"prefbench: {path.parent}: {e}; redoing the run", file=sys.stderr, flush=True)
+            return False
+        return status != "failed"
 
     def checkpoint_dir(self, suite: str, run_id: str) -> Path:
         """Where a run's mid-training checkpoint lives (kept across restarts, removed at commit)."""
@@ -128,12 +140,23 @@ class ResultsStore:
     def iter_runs(self, suite: str | None = None) -> Iterator[Path]:
         if not self.root.is_dir():
             return
-        suites = [self.root / suite] if suite else sorted(p for p in self.root.iterdir() if p.is_dir())
+        try:
+            suites = [self.root / suite] if suite else sorted(p for p in self.root.iterdir() if p.is_dir())
+        except OSError:  # unreadable folder: nothing to list
+            return
         for sdir in suites:
-            if not sdir.is_dir() or sdir.name.startswith((".", "_")):
+            try:
+                if not sdir.is_dir() or sdir.name.startswith((".", "_")):
+                    continue
+                runs = sorted(sdir.iterdir())
+            except (OSError, ValueError):
                 continue
-            for run in sorted(sdir.iterdir()):
-                if run.is_dir() and not run.name.startswith((".", "_")) and (run / "metrics.json").is_file():
+            for run in runs:
+                try:
+                    ok = run.is_dir() and not run.name.startswith((".", "_")) and (run / "metrics.json").is_file()
+                except OSError:
+                    ok = False
+                if ok:
                     yield run
 
 
@@ -143,6 +166,42 @@ def write_json(path: Path, obj) -> None:
 
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
+
+
+class UnreadableRun(Exception):
+    """A committed run folder whose files cannot be read back (truncated, corrupt, wrong shape); the
+    message names the file and the problem in a few words."""
+
+
+def read_json_file(path: Path, required: tuple[str, ...] = ()) -> dict:
+    """A run's JSON object file, or :class:`UnreadableRun` (``"metrics.json: invalid JSON"``)."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise UnreadableRun(f"{path.name}: unreadable ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise UnreadableRun(f"{path.name}: not UTF-8") from None
+    except (ValueError, RecursionError):
+        raise UnreadableRun(f"{path.name}: invalid JSON") from None
+    if not isinstance(obj, dict):
+        raise UnreadableRun(f"{path.name}: not a JSON object")
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise UnreadableRun(f"{path.name}: missing {', '.join(missing)}")
+    return obj
+
+
+def read_run_metrics(path: Path) -> dict:
+    """metrics.json of a committed run, checked for the fields every reader relies on."""
+    m = read_json_file(path, ("run_id", "suite", "algorithm", "seed"))
+    if not isinstance(m["seed"], int) or isinstance(m["seed"], bool):
+        raise UnreadableRun(f"{Path(path).name}: seed is not an integer")
+    if not all(isinstance(m[k], str) for k in ("run_id", "suite", "algorithm")):
+        raise UnreadableRun(f"{Path(path).name}: run_id, suite and algorithm must be strings")
+    if m.get("status", "failed") not in ("ok", "diverged", "failed"):
+        raise UnreadableRun(f"{Path(path).name}: unknown status {str(m['status'])[:20]!r}")
+    return m
 
 
 def _json_default(o):

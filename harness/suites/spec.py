@@ -9,23 +9,24 @@ compute with one line naming the file and the key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from harness.core.config import build, hp
-from harness.core.errors import UserError
+from harness.core.config import MAX_YAML_BYTES, build, hp, load_yaml, read_text_file
+from harness.core.errors import UserError, short_repr
 
 SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_TEMPERATURE = 100.0  # evaluation.temperature
+MAX_EVAL_CHECKPOINTS = 100  # presets.*.eval_checkpoints and --eval-checkpoints: each is a full evaluation
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # always used with fullmatch: "$" would allow a final newline
 
 
 @dataclasses.dataclass
 class TokenizerSpec:
     kind: Literal["train_bpe", "pretrained"] = hp("train_bpe", "train a byte-level BPE on the corpus, or load one")
-    vocab_size: int = hp(2000, "vocabulary size for train_bpe", ge=300)
+    vocab_size: int = hp(2000, "vocabulary size for train_bpe", ge=300, le=262_144)
     name_or_path: str | None = hp(None, "hub id or local path for kind=pretrained")
 
 
@@ -36,13 +37,14 @@ class PolicySpec:
     config: dict[str, Any] = hp(default_factory=dict, help="architecture config overrides (n_layer, n_embd, ...)")
     name_or_path: str | None = hp(None, "hub id or local path for kind=pretrained")
     trust_remote_code: bool = hp(False, "allow model code from the hub; recorded with every run")
-    max_length: int = hp(128, "context length used for training and evaluation", ge=8)
+    max_length: int = hp(128, "context length used for training and evaluation", ge=8, le=65_536)
 
 
 @dataclasses.dataclass
 class DataSpec:
     kind: Literal["synthetic_reviews", "text_file", "hf_dataset"] = hp("synthetic_reviews", "where the corpus comes from")
-    n_documents: int = hp(20000, "corpus size for synthetic_reviews", ge=10)
+    n_documents: int = hp(20000, "corpus size for synthetic_reviews (generated in the preflight: ~1 s per 10,000)",
+                          ge=10, le=100_000)
     path: str | None = hp(None, "text_file: a .txt (one document per line) or .jsonl with a text field")
     name: str | None = hp(None, "hf_dataset: hub dataset id")
     split: str = hp("train", "hf_dataset: split")
@@ -53,16 +55,16 @@ class DataSpec:
 @dataclasses.dataclass
 class ReferenceSpec:
     kind: Literal["train_on_corpus", "use_base"] = hp("train_on_corpus", "how π_SFT = π_ref is obtained")
-    steps: int = hp(400, "optimizer steps of causal-LM training on the corpus", ge=0)
-    batch_size: int = hp(32, "sequences per step", ge=1)
+    steps: int = hp(400, "optimizer steps of causal-LM training on the corpus", ge=0, le=1_000_000)
+    batch_size: int = hp(32, "sequences per step", ge=1, le=4096)
     lr: float = hp(2e-3, "peak learning rate (AdamW, linear warm-up and decay)", gt=0)
-    warmup_steps: int = hp(30, "linear warm-up steps", ge=0)
+    warmup_steps: int = hp(30, "linear warm-up steps", ge=0, le=1_000_000)
 
 
 @dataclasses.dataclass
 class PromptSpec:
-    min_words: int = hp(2, "shortest prompt, in words of a held-out document", ge=1)
-    max_words: int = hp(5, "longest prompt, in words", ge=1)
+    min_words: int = hp(2, "shortest prompt, in words of a held-out document", ge=1, le=1000)
+    max_words: int = hp(5, "longest prompt, in words", ge=1, le=1000)
 
     def validate(self):
         if self.max_words < self.min_words:
@@ -72,11 +74,12 @@ class PromptSpec:
 @dataclasses.dataclass
 class PairSpec:
     kind: Literal["sampled", "file"] = hp("sampled", "sample from π_SFT and label with the judge, or read a file")
-    samples_per_prompt: int = hp(4, "completions sampled per training prompt; all pairs of them are labelled", ge=2)
-    max_new_tokens: int = hp(48, "completion length cap when sampling pairs", ge=1)
+    samples_per_prompt: int = hp(4, "completions sampled per training prompt; all pairs of them are labelled", ge=2,
+                                 le=64)
+    max_new_tokens: int = hp(48, "completion length cap when sampling pairs (below policy.max_length)", ge=1)
     labels: Literal["deterministic", "bradley_terry"] = hp(
         "deterministic", "higher gold reward wins, or the winner is drawn with P = σ((r_a - r_b)/bt_temperature)")
-    bt_temperature: float = hp(0.1, "Bradley–Terry temperature for labels=bradley_terry", gt=0)
+    bt_temperature: float = hp(0.1, "Bradley–Terry temperature for labels=bradley_terry", gt=0, le=1e6)
     flip_rate: float = hp(0.0, "probability that a label is flipped (label noise)", ge=0, lt=0.5)
     min_reward_gap: float = hp(0.0, "drop pairs whose gold rewards differ by less (ties always dropped)", ge=0)
     path: str | None = hp(None, "kind=file: .jsonl or .parquet with prompt, chosen, rejected columns")
@@ -84,10 +87,18 @@ class PairSpec:
 
 @dataclasses.dataclass
 class EvalSpec:
-    max_new_tokens: int = hp(48, "completion length cap at evaluation", ge=1)
-    temperature: float = hp(1.0, "sampling temperature; 1.0 is needed for an unbiased KL(π‖π_ref)", gt=0)
-    samples_per_prompt: int = hp(1, "completions per evaluation prompt", ge=1)
-    batch_size: int = hp(64, "prompts per sampling and scoring batch", ge=1)
+    max_new_tokens: int = hp(48, "completion length cap at evaluation (below policy.max_length)", ge=1)
+    temperature: float = hp(1.0, "sampling temperature T; π and π_ref are both scored on logits/T, so the KL is "
+                                 "KL(π_T‖π_ref,T) (KL(π‖π_ref) at 1.0), recorded as kl_temperature", gt=0)
+    samples_per_prompt: int = hp(1, "completions per evaluation prompt", ge=1, le=64)
+    batch_size: int = hp(64, "prompts per sampling and scoring batch", ge=1, le=4096)
+
+    def validate(self):
+        if not math.isfinite(self.temperature):
+            return "temperature", f"got {self.temperature}, must be finite"
+        if self.temperature > MAX_TEMPERATURE:
+            return "temperature", (f"got {self.temperature:g}, must be <= {MAX_TEMPERATURE:g} (far above 1 every "
+                                   "token is about equally likely: samples are uniform noise)")
 
 
 @dataclasses.dataclass
@@ -101,24 +112,28 @@ class JudgeSpec:
     target: Literal["completion", "prompt_and_completion"] = hp("completion", "text the judge scores")
     model: str | None = hp(None, "reward_model: hub id or local path; llm_pairwise: model name at the endpoint")
     trust_remote_code: bool = hp(False, "reward_model: allow model code from the hub")
-    batch_size: int = hp(32, "reward_model: texts per forward pass", ge=1)
-    max_length: int = hp(512, "reward_model: truncate texts to this many tokens", ge=8)
+    batch_size: int = hp(32, "reward_model: texts per forward pass", ge=1, le=4096)
+    max_length: int = hp(512, "reward_model: truncate texts to this many tokens", ge=8, le=65_536)
     base_url: str | None = hp(None, "llm_pairwise: endpoint root, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str | None = hp("OPENAI_API_KEY", "llm_pairwise: environment variable holding the API key (optional)")
     prompt_version: str = hp("dpo-c-v1", "llm_pairwise: versioned comparison prompt (harness/evaluation/judges/llm.py)")
     temperature: float = hp(0.0, "llm_pairwise: judge sampling temperature", ge=0)
-    max_tokens: int = hp(128, "llm_pairwise: longest judge reply", ge=1)
-    timeout_s: float = hp(60.0, "llm_pairwise: HTTP timeout per request", gt=0)
-    max_retries: int = hp(5, "llm_pairwise: retries on transport errors, HTTP 429 and 5xx (exponential backoff)", ge=0)
+    max_tokens: int = hp(128, "llm_pairwise: longest judge reply", ge=1, le=65_536)
+    timeout_s: float = hp(60.0, "llm_pairwise: HTTP timeout per request", gt=0, le=86_400)
+    max_retries: int = hp(5, "llm_pairwise: retries on transport errors, HTTP 429 and 5xx (exponential backoff)", ge=0,
+                          le=100)
     cache_dir: str | None = hp(None, "llm_pairwise: verdict cache folder (default: <artifact cache>/_judge)")
+    revision: str | None = hp(None, "llm_pairwise: your label for the deployment behind model (a checkpoint hash, a "
+                                     "date); part of the judge's identity and of the verdict-cache key, so a "
+                                     "re-deployed endpoint under the same model name never reuses old verdicts")
 
 
 @dataclasses.dataclass
 class PresetSpec:
-    train_prompts: int = hp(500, "training prompts for preference pairs", ge=1)
-    eval_prompts: int = hp(100, "held-out evaluation prompts", ge=1)
-    reference_steps: int | None = hp(None, "override reference.steps for this preset", ge=0)
-    eval_checkpoints: int = hp(0, "extra evaluations along training (0 = final only)", ge=0)
+    train_prompts: int = hp(500, "training prompts for preference pairs", ge=1, le=1_000_000)
+    eval_prompts: int = hp(100, "held-out evaluation prompts", ge=1, le=1_000_000)
+    reference_steps: int | None = hp(None, "override reference.steps for this preset", ge=0, le=1_000_000)
+    eval_checkpoints: int = hp(0, "extra evaluations along training (0 = final only)", ge=0, le=MAX_EVAL_CHECKPOINTS)
     algorithms: dict[str, dict[str, Any]] = hp(default_factory=dict, help="per-algorithm hyperparameter defaults")
 
 
@@ -140,13 +155,13 @@ class Suite:
     path: str = dataclasses.field(default="", metadata={"help": "file it was loaded from"})
 
     def validate(self):
-        if not NAME_RE.match(self.name):
-            return "name", f"got {self.name!r}, allowed: letters, digits, '_', '-', '.' (1-64 chars)"
+        if not NAME_RE.fullmatch(self.name):
+            return "name", f"got {short_repr(self.name)}, allowed: letters, digits, '_', '-', '.' (1-64 chars)"
         for required in ("smoke", "full"):
             if required not in self.presets:
                 return "presets", f"missing preset {required!r}; every suite declares smoke and full"
         for pname in self.presets:
-            if not NAME_RE.match(pname):
+            if not NAME_RE.fullmatch(pname):
                 return f"presets.{pname}", "preset names use letters, digits, '_', '-', '.'"
         if self.tokenizer.kind == "pretrained" and not self.tokenizer.name_or_path:
             return "tokenizer.name_or_path", "required when tokenizer.kind is pretrained"
@@ -165,6 +180,12 @@ class Suite:
             return "judge.base_url", "llm_pairwise needs judge.base_url and judge.model"
         if self.judge.kind == "reward_model" and not self.judge.model:
             return "judge.model", "reward_model needs judge.model (hub id or local path)"
+        for field, new in (("evaluation.max_new_tokens", self.evaluation.max_new_tokens),
+                           ("pairs.max_new_tokens", self.pairs.max_new_tokens if self.pairs.kind == "sampled" else 0)):
+            least = 1 + self.prompts.min_words + new  # BOS, at least a token per prompt word, the completion
+            if least > self.policy.max_length:
+                return field, (f"got {new}: BOS, the shortest prompt ({self.prompts.min_words} words, at least as many "
+                               f"tokens) and {new} new tokens exceed the context policy.max_length={self.policy.max_length}")
         return None
 
     def preset(self, name: str, where: str = "--preset") -> PresetSpec:
@@ -183,30 +204,49 @@ class Suite:
         return d
 
 
+def pretrained_context_problem(suite: Suite) -> tuple[str, str] | None:
+    """A local pretrained policy: ``policy.max_length`` within the positions its config.json declares
+    (a hub id is checked when it is loaded)."""
+    p = suite.policy
+    if p.kind != "pretrained" or not p.name_or_path:
+        return None
+    cfg_path = Path(p.name_or_path) / "config.json"
+    try:
+        if not cfg_path.is_file() or cfg_path.stat().st_size > 10 ** 6:
+            return None
+        import json
+
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "policy.name_or_path", f"{cfg_path} is not readable JSON"
+    positions = cfg.get("max_position_embeddings") or cfg.get("n_positions") if isinstance(cfg, dict) else None
+    if isinstance(positions, int) and p.max_length > positions:
+        return "policy.max_length", f"got {p.max_length}, the model at {p.name_or_path} has {positions} positions"
+    return None
+
+
 def suite_files(suites_dir: Path = SUITES_DIR) -> dict[str, Path]:
     return {p.stem: p for p in sorted(suites_dir.glob("*.yaml"))}
 
 
 def load_suite_file(path: Path) -> Suite:
+    """Read, parse and check a suite file: bounded (size, aliases, nesting), strict (duplicate and
+    unknown keys, types, ranges) and checked against the resources it asks for."""
     where = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(where, None, "file not found") from None
-    except UnicodeDecodeError:
-        raise UserError(where, None, "not valid UTF-8") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        loc = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
-        raise UserError(where, loc, f"YAML syntax error: {getattr(e, 'problem', e)}") from None
+    text = read_text_file(path, where, "suite file", MAX_YAML_BYTES)
+    data = load_yaml(text, where)
     if not isinstance(data, dict):
         raise UserError(where, None, "a suite file must be a YAML mapping")
     if "path" in data:
         raise UserError(where, "path", "unknown key")
     suite = build(Suite, data, where)
-    suite.path = str(Path(path).resolve())
+    problem = pretrained_context_problem(suite)
+    if problem:
+        raise UserError(where, *problem)
+    try:
+        suite.path = str(Path(path).resolve())
+    except (OSError, RuntimeError) as e:
+        raise UserError(where, None, f"cannot resolve the path ({e})") from None
     return suite
 
 

@@ -16,16 +16,35 @@ from harness.core.progress import progress
 
 
 def total_steps(n_items: int, batch_size: int, epochs: float) -> int:
-    return max(1, math.ceil(n_items * epochs / batch_size))
+    """Optimizer steps of ``epochs`` passes over ``n_items`` in batches (the plan bounds this before any
+    compute: see ``harness.execution.plan.MAX_TRAIN_STEPS``)."""
+    steps = n_items * epochs / batch_size
+    if not math.isfinite(steps) or n_items < 0 or batch_size < 1:
+        raise ValueError(f"no finite step count for {n_items} items, batch size {batch_size}, {epochs} epochs")
+    return max(1, math.ceil(steps))
 
 
 def seeded_batches(n_items: int, batch_size: int, epochs: float, seed: int) -> Iterator[np.ndarray]:
-    """Index batches over a fresh seeded permutation per epoch; a fractional last epoch is cut short."""
+    """Index batches over a fresh seeded permutation per epoch; a fractional last epoch is cut short.
+
+    Lazy: one permutation is drawn when the previous one runs out (a batch may span two), so memory
+    is O(n_items + batch_size) whatever the number of epochs; the batches are the same as those of
+    one long concatenation of per-epoch permutations drawn in order from ``seed``."""
     rng = np.random.default_rng(seed)
     steps = total_steps(n_items, batch_size, epochs)
-    order = np.concatenate([rng.permutation(n_items) for _ in range(math.ceil(epochs) + 1)])
-    for s in range(steps):
-        yield order[s * batch_size:(s + 1) * batch_size]
+    left = math.ceil(epochs) + 1  # permutations in the sequence (the last batches may come out short)
+    buf, pos = np.empty(0, dtype=np.int64), 0
+    for _ in range(steps):
+        parts, need = [], batch_size
+        while need:
+            if pos == len(buf):
+                if not left or not n_items:
+                    break
+                buf, pos, left = rng.permutation(n_items), 0, left - 1
+            take = min(need, len(buf) - pos)
+            parts.append(buf[pos:pos + take])
+            pos, need = pos + take, need - take
+        yield parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
 
 def make_optimizer(model, cfg: OptimConfig, steps: int):
