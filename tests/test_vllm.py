@@ -259,6 +259,7 @@ def _clean_env(**extra) -> dict:
     return env
 
 
+@pytest.mark.slow  # starts a vLLM engine in a subprocess (20-40 s)
 def test_engine_logs_go_to_stderr_and_the_thread_count_is_kept(tmp_path):
     """Issue #17.5: an in-process engine writes nothing to stdout (its logs go to stderr), and it
     leaves torch's thread count, and the power to change it, with the caller."""
@@ -280,6 +281,7 @@ def test_engine_logs_go_to_stderr_and_the_thread_count_is_kept(tmp_path):
     assert "LLM engine" in r.stderr                    # vLLM still logs, on stderr
 
 
+@pytest.mark.slow  # starts a vLLM engine in a subprocess (20-40 s)
 def test_vllm_logs_move_to_stderr_when_vllm_configured_them_first():
     """vLLM sets its log handler up when an engine is created (on stdout by default), and not again
     for the same config: where that happened before the sampler set ``VLLM_LOGGING_STREAM``, the sampler
