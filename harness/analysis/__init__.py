@@ -83,6 +83,8 @@ def headline(results_root: Path, suite: str | None = None, run_ids: set[str] | N
     from harness.analysis.collect import identity_differences
 
     opts = replace(opts or Options(), **overrides)
+    if fmt == "csv":
+        return comparison(results_root, suite, run_ids, opts).to_csv(index=False)
     blocks = collect_blocks(Path(results_root), suite, run_ids)
     if not blocks:
         return "(no finished runs)\n"
@@ -91,14 +93,10 @@ def headline(results_root: Path, suite: str | None = None, run_ids: set[str] | N
     for b in blocks:
         tab = headline_of(b, opts)
         title = block_title(b, differs.get(b.key))
-        if fmt == "csv":
-            break
         if fmt == "latex":
             parts.append(f"% {title}\n" + T.to_latex(tab))
         else:
             parts.append(f"**{title}**\n\n" + T.to_markdown(tab) + "\n" + tab.caption + "\n")
-    if fmt == "csv":
-        return comparison(results_root, suite, run_ids, opts).to_csv(index=False)
     return "\n".join(parts)
 
 

@@ -171,8 +171,8 @@ def kl_note(t: pd.DataFrame) -> str:
     return "; ".join(notes)
 
 
-def selection_note(opts: Options) -> str:
-    return SELECTION_NOTE_SPLIT if opts.select_split else SELECTION_NOTE_SAME
+def selection_note(split: bool) -> str:
+    return SELECTION_NOTE_SPLIT if split else SELECTION_NOTE_SAME
 
 
 def kl_header(t: pd.DataFrame) -> str:
@@ -225,7 +225,7 @@ def headline_table(name: str, t: pd.DataFrame, opts: Options, block_name: str,
                f"prompts; {opts.n_resamples} resamples). LC: length-controlled win rate (the win rate at equal "
                "length to π_SFT's sample). length: mean completion tokens; truncated: share of samples without "
                "EOS within the length cap. KL on the policy's own samples, exact per-step sum over the vocabulary"
-               + (f" ({note})" if note else "") + "." + undecided + f" Bold: best. {selection_note(opts)}")
+               + (f" ({note})" if note else "") + "." + undecided + f" Bold: best. {selection_note(select is not None)}")
     cols = ["label", "algorithm", "variant", "hp_label", "n_seeds", "n_runs", "n_diverged", "n_failed",
             "gold_reward", "gold_reward_ci_low", "gold_reward_ci_high", "win_rate", "win_rate_ci_low",
             "win_rate_ci_high", "lc_win_rate", "lc_ci_low", "lc_ci_high", "length", "truncation_rate", "kl",
@@ -268,7 +268,7 @@ def summary_table(name: str, t: pd.DataFrame, pairs: pd.DataFrame, bt: pd.DataFr
                "LC: length-controlled win rate. Elo: Bradley–Terry on gold-reward comparisons, π_SFT = 1000.")
     if kl_note(t):
         caption += f" KL: {kl_note(t)}."
-    caption += " " + selection_note(opts)
+    caption += " " + selection_note(False)  # this table is not split
     if t.mixed_versions.any():
         caption += " ⚠: the configuration's runs used different library versions."
     csv = t.drop(columns=["hp_json"]).copy()
