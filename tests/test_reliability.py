@@ -124,3 +124,95 @@ def test_two_processes_on_one_results_folder(clean, tmp_path):
     assert ran == 4  # each run executed by exactly one of the two processes
     # a run one process found claimed was finished by the other, so the set is complete and exact
     assert_same_results(clean / "results", results)
+
+
+
+# A sweep of the shape of issue #19 (two algorithms, a swept β, three seeds: 12 runs; DPO with 8 steps
+# and a mid-run checkpoint every 2), on the tiny suite.
+KILLED_SWEEP = ["--algorithms", "sft,dpo", "--sweep", "dpo.beta=0.1,0.3", "--seeds", "0,1,2", "--set", "dpo.batch_size=2",
+                "--set", "dpo.lr=0.002", "--checkpoint-every", "2"]
+# named points and how far into an invocation's work a kill there may land (the n-th time it is reached)
+FAULT_POINTS = [("train:step", 6), ("eval:sampled", 2), ("run:commit", 2)]
+
+
+def test_sweep_sigkilled_at_ten_random_moments_then_finished_matches_the_uninterrupted_one(tmp_path):
+    """Issue #19: ten SIGKILLs at random moments (alternately at a random named point inside the work and
+    asynchronously, a random delay after one of the next runs started), then a last invocation that
+    finishes: every run folder and the report are byte-identical to those of one uninterrupted sweep
+    (metrics.json without its ``timing`` values, the only run-dependent field)."""
+    import random
+    import re
+    import signal
+    import time
+
+    from harness.analysis import headline
+
+    def start(results: Path, fault: str | None = None) -> subprocess.Popen:
+        env = {**os.environ, "PREFBENCH_CACHE": str(tmp_path / "cache"), "PREFBENCH_QUIET": "1", "PREFBENCH_THREADS": "1"}
+        env.pop("PREFBENCH_FAULT", None)
+        if fault:
+            env["PREFBENCH_FAULT"] = fault
+        return subprocess.Popen([sys.executable, "-m", "harness.cli", "run", TINY, *KILLED_SWEEP, "--results", str(results)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+
+    def files(results: Path) -> dict:
+        out = {}
+        for run in ResultsStore(results).iter_runs("tiny"):
+            for name in ("config.json", "metrics.json", "samples.parquet", "train_log.jsonl"):
+                raw = (run / name).read_bytes()
+                out[run.name, name] = re.sub(rb'"timing": \{[^{}]*\}', b'"timing": {}', raw) if name == "metrics.json" else raw
+        return out
+
+    clean = start(tmp_path / "clean")
+    err = clean.communicate(timeout=900)[1]
+    assert clean.returncode == 0, err[-3000:]
+    n_runs = err.count(": running")
+    rng = random.Random(19)
+    killed = tmp_path / "killed"
+    kills, resumed, attempts, log = 0, 0, 0, []
+    while kills < 10:
+        attempts += 1
+        assert attempts <= 20, f"only {kills} kills landed before the sweep finished: {log}"
+        # while more runs are left than kills to come, a kill may let runs finish; after that it lands
+        # before the invocation's first commit, so that every one of the ten kills lands in work
+        slack = n_runs - len(list(ResultsStore(killed).iter_runs("tiny"))) > 10 - kills
+        if attempts % 2:  # at a random named point: the n-th time this invocation reaches it
+            point, most = rng.choice(FAULT_POINTS)
+            moment = f"{point}@{rng.randint(1, most)}" if slack else "run:commit@1"
+            if attempts == 1:  # mid-DPO (after the SFT steps), past a checkpoint: the resume path is taken
+                moment = "train:step@6"
+            p = start(killed, moment)
+            err = p.communicate(timeout=900)[1]
+        else:  # asynchronously: a random delay after the first or second run this invocation computes started
+            target, delay = (rng.randint(1, 2), rng.uniform(0.0, 1.5)) if slack else (1, rng.uniform(0.0, 1.0))
+            moment, p, seen, lines = f"{delay:.2f} s after run {target}", start(killed), 0, []
+            for line in p.stderr:
+                lines.append(line)
+                seen += ": running" in line
+                if seen == target:
+                    time.sleep(delay)
+                    p.send_signal(signal.SIGKILL)
+                    break
+            err = "".join(lines) + p.communicate(timeout=900)[1]
+        resumed += "resumed from the checkpoint" in err
+        done = list(ResultsStore(killed).iter_runs("tiny"))
+        log.append((moment, p.returncode, len(done)))
+        assert p.returncode in (0, -9), err[-3000:]
+        kills += p.returncode == -9
+        for run in done:  # nothing half-written is ever visible: every visible run is complete
+            m = json.loads((run / "metrics.json").read_text())
+            assert m["status"] == "ok" and len(pd.read_parquet(run / "samples.parquet")) == m["metrics"]["n_samples"]
+    final = start(killed)
+    err = final.communicate(timeout=900)[1]
+    assert final.returncode == 0, err[-3000:]
+    resumed += "resumed from the checkpoint" in err
+    assert resumed >= 1, log  # some restart continued a killed run from its mid-run checkpoint
+    assert not list((killed / "tiny" / ".checkpoints").glob("*/meta.json"))
+    assert not any((killed / "tiny" / ".staging").iterdir())
+    a, b = files(tmp_path / "clean"), files(killed)
+    assert len(a) == 4 * n_runs and a.keys() == b.keys(), log
+    for key in a:
+        assert a[key] == b[key], (key, log)
+    for fmt in ("md", "csv"):  # the report
+        assert headline(tmp_path / "clean", "tiny", None, fmt, n_resamples=1000) == headline(killed, "tiny", None, fmt,
+                                                                                               n_resamples=1000)

@@ -1,4 +1,5 @@
-"""Library versions and hardware, recorded with every run (results from different stacks are flagged)."""
+"""Library versions and hardware, recorded with every run (results from different stacks are flagged),
+and the process settings every worker applies before its job (:func:`apply_threads`)."""
 from __future__ import annotations
 
 import importlib.metadata as md
@@ -48,3 +49,43 @@ def git_commit() -> str | None:
                               timeout=5).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def apply_threads() -> None:
+    """Torch intra-op threads from ``PREFBENCH_THREADS`` (validated by the CLI before any compute);
+    unset or empty: torch's default, untouched. Part of the preamble of every worker process
+    (:mod:`harness.execution.runner`), so every run computes with the same thread count."""
+    n = (os.environ.get("PREFBENCH_THREADS") or "").strip()
+    if n:
+        import torch
+
+        torch.set_num_threads(int(n))
+
+
+def process_state() -> dict:
+    """The process-global settings a computation's numbers can depend on, with fingerprints of the
+    global RNG states (read, not drawn from). Every worker process must start with the same; see
+    :mod:`harness.execution.runner` and ``tests/test_determinism.py``."""
+    import hashlib
+    import random
+
+    import numpy as np
+    import torch
+
+    def digest(b: bytes) -> str:
+        return hashlib.sha256(b).hexdigest()[:16]
+
+    setter = torch.set_num_threads
+    return {
+        "torch_threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
+        "set_num_threads": f"{getattr(setter, '__module__', '')}.{getattr(setter, '__qualname__', repr(setter))}",
+        "mkldnn": torch.backends.mkldnn.enabled, "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "flush_denormal": bool((torch.tensor([1e-38]) / 1000.0)[0] == 0),
+        "default_dtype": str(torch.get_default_dtype()), "grad_enabled": torch.is_grad_enabled(),
+        "rng": {"python": digest(repr(random.getstate()).encode()),
+                "numpy": digest(np.random.get_state()[1].tobytes()),
+                "torch": digest(torch.get_rng_state().numpy().tobytes())},
+        "env": {k: v for k, v in sorted(os.environ.items())
+                if k.startswith(("PREFBENCH_", "OMP_", "MKL_", "KMP_", "TOKENIZERS_", "PYTHONHASHSEED"))},
+    }

@@ -12,3 +12,17 @@ def derive(base: int, purpose: str) -> int:
     """A 31-bit seed for ``purpose`` derived from ``base`` (stable across processes and machines)."""
     digest = hashlib.sha256(f"{int(base)}/{purpose}".encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def seed_globals(seed: int) -> None:
+    """Seed the process-global generators (Python's ``random``, numpy's legacy global RNG, torch's
+    default generator). Part of every worker's preamble (:mod:`harness.execution.runner`): a use of a
+    global generator that no code seeded gives the same draws in every process, whatever ran before."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

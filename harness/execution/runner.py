@@ -1,19 +1,45 @@
 """Executing a plan: each planned run -> a committed run folder (claimed, trained, evaluated, renamed
 into place). Planning lives in :mod:`harness.execution.plan`, the algorithm-facing context in
 :mod:`harness.execution.context`.
+
+Process model: a run's numbers must not depend on what its process did before it (issue #19). The
+process that calls :func:`execute` only schedules, claims and commits; it computes nothing. Every job
+that computes runs in its own worker process: first one job builds the suite artifacts the remaining
+runs need (π_SFT, baseline, pairs and reference log-probabilities), then one job per run trains,
+evaluates and fills the run's staging folder. Workers are forked, one per job, from a *zygote*: a
+fresh interpreter started once per :func:`execute` call that imports the heavy libraries and then
+only forks. So every run begins from the same process state, the same preamble — imports,
+environment, intra-op threads (``PREFBENCH_THREADS``, :func:`harness.core.env.apply_threads`) and
+seeded global RNGs (:func:`harness.core.seeds.seed_globals`) — whether it is the first run of a
+process or the fortieth, and whether the runs before it were reused, computed or killed. This is
+also how a cluster executor runs runs: one process per run.
+
+Crash safety is that of :mod:`harness.execution.results`: this process holds the run's claim while
+its worker runs; the worker writes only the staging folder and the run's mid-training checkpoint;
+this process publishes the folder only after the worker exited cleanly. A worker killed by a signal
+(SIGKILL, the OOM killer) is never committed, and prefbench then ends by the same signal, as it did
+when runs were computed in-process; the next invocation retries the run (from its checkpoint when
+it has one). Workers end with this process: the zygote and each worker ask the kernel for SIGKILL
+when their parent dies, and the zygote kills its worker when this process closes the job pipe.
 """
 from __future__ import annotations
 
+import os
+import pickle
+import signal
+import subprocess
+import sys
 import time
 import traceback
+from pathlib import Path
 
 from harness import registry
 from harness.core import env, faults, seeds
 from harness.core.errors import Diverged
 from harness.core.progress import say
 from harness.execution.context import TrainContext
-from harness.execution.plan import RunSpec
-from harness.execution.results import ResultsStore, write_json
+from harness.execution.plan import REFERENCE, RunSpec
+from harness.execution.results import ResultsStore, read_json, write_json
 from harness.training import resume
 
 
@@ -22,36 +48,79 @@ def execute(plan: list[RunSpec], art, store: ResultsStore, force: bool = False, 
     """Run every planned run that is not already committed. Returns counts by outcome."""
     suite = art.suite
     counts = {"ok": 0, "diverged": 0, "failed": 0, "reused": 0, "busy": 0}
-    env_info = (env.library_versions(), env.hardware(), env.git_commit())
-    for k, run in enumerate(plan, 1):
-        head = f"[{k}/{len(plan)}] {run.algorithm} seed {run.seed} ({run.run_id})"
-        if not force and store.is_complete(suite.name, run.run_id):
-            counts["reused"] += 1
-            say(f"{head}: finished earlier, reused")
-            continue
-        with store.claim(suite.name, run.run_id) as mine:
-            if not mine:
-                counts["busy"] += 1
-                say(f"{head}: being run by another prefbench process, skipped")
-                continue
-            if not force and store.is_complete(suite.name, run.run_id):  # finished while we waited
+    workers = Workers(art)  # started by the first run that is computed
+    try:
+        for k, run in enumerate(plan, 1):
+            head = f"[{k}/{len(plan)}] {run.algorithm} seed {run.seed} ({run.run_id})"
+            if not force and store.is_complete(suite.name, run.run_id):
                 counts["reused"] += 1
                 say(f"{head}: finished earlier, reused")
                 continue
-            status = _execute_one(run, art, store, head, n_resamples, env_info, save_every)
-            counts[status] += 1
+            with store.claim(suite.name, run.run_id) as mine:
+                if not mine:
+                    counts["busy"] += 1
+                    say(f"{head}: being run by another prefbench process, skipped")
+                    continue
+                if not force and store.is_complete(suite.name, run.run_id):  # finished while we waited
+                    counts["reused"] += 1
+                    say(f"{head}: finished earlier, reused")
+                    continue
+                say(f"{head}: running")
+                if not workers.prepared:
+                    workers.prepare(_artifacts_needed(plan[k - 1:]), head)
+                status = _execute_in_worker(workers, run, art, store, head, n_resamples, save_every)
+                counts[status] += 1
+    finally:
+        workers.close()
     return counts
 
 
-def _execute_one(run: RunSpec, art, store: ResultsStore, head: str, n_resamples: int, env_info,
+def _artifacts_needed(rest: list[RunSpec]) -> list[str]:
+    """The suite artifacts the rest of the plan (``rest[0]``: the run about to be computed) needs, in
+    the order the runs reach them: π_SFT, then what the first run uses first (a reference row
+    evaluates, a trained run trains). Reference rows alone never need the pairs."""
+    order = ["reference", "baseline", "pairs"] if rest[0].algorithm == REFERENCE else ["reference", "pairs", "baseline"]
+    if all(r.algorithm == REFERENCE for r in rest):
+        order.remove("pairs")
+    return order
+
+
+def _execute_in_worker(workers: Workers, run: RunSpec, art, store: ResultsStore, head: str, n_resamples: int,
+                       save_every: int) -> str:
+    """One claimed run: computed by a worker into a staging folder, then committed here."""
+    suite = art.suite
+    staging = store.staging_dir(suite.name, run.run_id)
+    resume_dir = store.checkpoint_dir(suite.name, run.run_id)
+    code, result = workers.run({"kind": "run", "run": run, "head": head, "staging": str(staging),
+                                "resume_dir": str(resume_dir), "n_resamples": n_resamples,
+                                "save_every": save_every, "seed": seeds.derive(run.seed, "process-globals")}, head)
+    if code != 0 or not result or result.get("status") not in ("ok", "diverged", "failed"):
+        # nothing is committed: the staging folder is removed by the next claim of this run
+        say(f"{head}: failed: its worker process exited with status {code} (output above); nothing was "
+            "committed. Re-running retries it")
+        return "failed"
+    art.built.extend(result.get("built", []))
+    status = result["status"]
+    record = read_json(staging / "metrics.json")
+    faults.point("run:commit")
+    store.commit(staging, suite.name, run.run_id)
+    resume.clear(resume_dir)
+    if status == "ok":
+        metrics = record["metrics"]
+        say(f"{head}: done in {record['timing']['total_seconds']:.0f}s: gold reward {metrics['gold_reward']:.3f}, "
+            f"win rate {metrics['win_rate']:.3f}, KL {metrics['kl']:.2f} nats")
+    return status
+
+
+# --------------------------------------------------------------------------------------- the worker side
+def _execute_one(run: RunSpec, art, staging: Path, resume_dir: Path, head: str, n_resamples: int,
                  save_every: int = 50) -> str:
-    """Train, evaluate and commit one claimed run; returns its status (ok / diverged / failed)."""
+    """Train and evaluate one run into ``staging`` (in a worker); returns its status (ok / diverged /
+    failed). Publishing the folder is the scheduling process's job."""
     from harness.evaluation.evaluate import evaluate_policy
 
     suite = art.suite
-    versions, hw, commit = env_info
-    say(f"{head}: running")
-    staging = store.staging_dir(suite.name, run.run_id)
+    versions, hw, commit = env.library_versions(), env.hardware(), env.git_commit()
     config = {**run.identity, "run_id": run.run_id, "artifacts": art.hashes(), "library_versions": versions,
               "hardware": hw, "git_commit": commit, "judge": art.judge.identity,
               "trust_remote_code": suite.policy.trust_remote_code}
@@ -62,7 +131,6 @@ def _execute_one(run: RunSpec, art, store: ResultsStore, head: str, n_resamples:
         _, m = evaluate_policy(model, art, eval_seed, n_resamples=1000, desc=label)
         return m
 
-    resume_dir = store.checkpoint_dir(suite.name, run.run_id)
     ctx = TrainContext(art, run.seed, staging, run.identity["preset"]["eval_checkpoints"], eval_checkpoint,
                        resume_dir, save_every)
     status, failure, metrics, timing = "ok", None, {}, {}
@@ -90,10 +158,287 @@ def _execute_one(run: RunSpec, art, store: ResultsStore, head: str, n_resamples:
         "algorithm": run.algorithm, "variant": run.variant, "hyperparameters": run.hyperparameters,
         "seed": run.seed, "status": status, "failure": failure, "metrics": metrics,
         "trajectory": ctx.trajectory, "extra": ctx.extra, "timing": timing, "library_versions": versions})
-    faults.point("run:commit")
-    store.commit(staging, suite.name, run.run_id)
-    resume.clear(resume_dir)
-    if status == "ok":
-        say(f"{head}: done in {timing['total_seconds']:.0f}s: gold reward {metrics['gold_reward']:.3f}, "
-            f"win rate {metrics['win_rate']:.3f}, KL {metrics['kl']:.2f} nats")
     return status
+
+
+def _build_artifacts(art, kinds: list[str]) -> None:
+    """Build (or find) the suite artifacts named in ``kinds``, in that order. A build that fails is
+    left to the runs that need it: each tries again and records the failure in its folder."""
+    getters = {"reference": lambda: art.reference_dir, "baseline": lambda: art.baseline, "pairs": lambda: art.pairs}
+    try:
+        for kind in kinds:
+            getters[kind]()
+    except Exception:  # noqa: BLE001 -- reported by the run that needs the artifact
+        pass
+
+
+def _run_job(job: dict) -> dict:
+    """A job: ``prepare`` (suite artifacts), ``run`` (one run), or ``call`` (functions named
+    ``module:attribute``, called in order with their arguments; their return values are the result:
+    for diagnostics and tests of the workers themselves)."""
+    if job["kind"] == "call":
+        import importlib
+
+        values = []
+        for target, args in job["calls"]:
+            module, _, attr = target.partition(":")
+            fn = importlib.import_module(module)
+            for part in attr.split("."):
+                fn = getattr(fn, part)
+            values.append(fn(*args))
+        return {"values": values}
+    from harness.evaluation.sampling import get_sampler
+    from harness.execution.artifacts import SuiteArtifacts
+
+    sampler = get_sampler(job["sampler"])
+    art = SuiteArtifacts(job["suite"], job["preset"], job["cache_root"], sampler)
+    try:
+        if job["kind"] == "prepare":
+            _build_artifacts(art, job["artifacts"])
+            return {"built": list(art.built)}
+        status = _execute_one(job["run"], art, Path(job["staging"]), Path(job["resume_dir"]), job["head"],
+                              job["n_resamples"], job["save_every"])
+        return {"status": status, "built": list(art.built)}
+    finally:
+        getattr(sampler, "close", lambda: None)()
+
+
+def _worker_main(job: dict, result_fd: int, zygote: int) -> None:
+    """A forked worker: the preamble every job gets, the job, its result on ``result_fd``; never returns."""
+    code = 1
+    try:
+        _die_with_parent(zygote)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the zygote ignores Ctrl-C; a worker does not
+        if job["fault"]:
+            os.environ["PREFBENCH_FAULT"] = job["fault"]
+        else:
+            os.environ.pop("PREFBENCH_FAULT", None)
+        env.apply_threads()
+        seeds.seed_globals(job["seed"])
+        result = _run_job(job)
+        target = (job["fault"] or "").partition("@")[0]
+        result["fault_hits"] = faults._counts.get(target, 0) if target else 0  # noqa: SLF001
+        with os.fdopen(result_fd, "wb") as f:
+            pickle.dump(result, f)
+        code = 0
+    except KeyboardInterrupt:  # Ctrl-C reaches the scheduling process too, which reports it
+        code = 128 + signal.SIGINT
+    except BaseException:  # noqa: BLE001 -- the scheduling process reports the status, the traceback is here
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+
+# ------------------------------------------------------------------------------------- the zygote
+_LIBC = None
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel for SIGKILL when the parent process dies (Linux), and end now if it is gone."""
+    try:
+        if _LIBC is not None:
+            _LIBC.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _preload() -> None:
+    """What every worker uses, imported once in the zygote, so each forked worker starts with it: numpy,
+    pandas, torch, transformers (with the model classes of the embedded suites) and prefbench's own
+    modules. Nothing here computes with torch (no OpenMP thread pool exists before the fork) or touches
+    an accelerator (CUDA must not be initialised before a fork)."""
+    import contextlib
+    import io
+
+    import numpy  # noqa: F401
+    import pandas  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+    import safetensors.torch  # noqa: F401
+    import torch  # noqa: F401
+    import tqdm.auto  # noqa: F401
+    from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,  # noqa: F401
+                              GPT2LMHeadModel, LlamaForCausalLM, PreTrainedTokenizerFast)
+
+    from harness.evaluation import evaluate  # noqa: F401
+    from harness.evaluation.sampling import hf  # noqa: F401
+    from harness.execution import artifacts  # noqa: F401
+    from harness.training import logprobs, loop, models  # noqa: F401
+
+    with contextlib.redirect_stderr(io.StringIO()):  # a broken plugin was reported by the scheduling process
+        registry.discover()
+
+
+def _zygote_main(job_fd: int, result_fd: int, parent: int) -> None:
+    """Serve jobs from ``job_fd``: fork a worker per job, wait for it, answer {"code", "result"} on
+    ``result_fd``. Ends when the scheduling process closes the job pipe (or dies)."""
+    import ctypes
+
+    global _LIBC
+    try:
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        _LIBC = None
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the scheduling process and the worker
+    _preload()
+    jobs, results = os.fdopen(job_fd, "rb"), os.fdopen(result_fd, "wb")
+    me = os.getpid()
+    while True:
+        try:
+            job = pickle.load(jobs)
+        except EOFError:
+            os._exit(0)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            os.close(job_fd)
+            os.close(result_fd)
+            _worker_main(job, w, me)
+        os.close(w)
+        code = _wait(pid, job_fd)
+        chunks = []
+        while chunk := os.read(r, 1 << 16):
+            chunks.append(chunk)
+        os.close(r)
+        try:
+            result = pickle.loads(b"".join(chunks)) if chunks else None
+        except Exception:  # noqa: BLE001 -- a worker killed mid-write
+            result = None
+        pickle.dump({"code": code, "result": result}, results)
+        results.flush()
+
+
+def _wait(pid: int, watch_fd: int) -> int:
+    """The worker's exit status (negative: killed by that signal). If ``watch_fd`` becomes readable
+    meanwhile (the scheduling process closed the job pipe or died), the worker is killed and the
+    zygote ends."""
+    import select
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    try:
+        while True:
+            fds = [watch_fd] if pidfd is None else [watch_fd, pidfd]
+            ready, _, _ = select.select(fds, [], [], 0.05 if pidfd is None else None)
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status)
+            if watch_fd in ready:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                os._exit(0)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+class Workers:
+    """The scheduling side: starts the zygote on first use, sends it jobs one at a time. ``art``: the
+    plan's suite artifacts (None for ``call`` jobs only)."""
+
+    def __init__(self, art=None):
+        self.art = art
+        self.prepared = False
+        self._proc: subprocess.Popen | None = None
+        spec = os.environ.get("PREFBENCH_FAULT") or ""
+        target, _, nth = spec.partition("@")
+        # fault points inside workers count over the whole invocation, as when runs were in-process
+        self._fault = (target, int(nth or 1)) if target and target != "run:commit" else None
+        self._fault_hits = 0
+
+    def prepare(self, kinds: list[str], head: str) -> None:
+        """Build the suite artifacts in a worker of their own, so no run computes them in its process."""
+        self.prepared = True
+        code, result = self.run({"kind": "prepare", "artifacts": kinds,
+                                 "seed": seeds.derive(self.art.suite.seed, "process-globals")}, head)
+        if code == 0 and result:
+            self.art.built.extend(result.get("built", []))
+
+    def run(self, job: dict, head: str) -> tuple[int, dict | None]:
+        """(exit status, result) of ``job`` in a fresh worker. A worker killed by a signal ends this
+        process by the same signal (nothing of its run is committed)."""
+        self._start()
+        fault = None
+        if self._fault and self._fault[1] - self._fault_hits >= 1:
+            fault = f"{self._fault[0]}@{self._fault[1] - self._fault_hits}"
+        job = {**job, "fault": fault}
+        if self.art is not None:  # what a worker needs to open the suite's artifacts
+            art = self.art
+            job.update(suite=art.suite, preset=art.preset_name, cache_root=str(art.cache.root.parent),
+                       sampler=art.sampler.name)
+        try:
+            pickle.dump(job, self._jobs)
+            self._jobs.flush()
+            reply = pickle.load(self._results)
+        except (BrokenPipeError, EOFError):
+            reply = {"code": self._proc.wait(), "result": None}  # the zygote itself ended
+        code, result = reply["code"], reply["result"]
+        if result:
+            self._fault_hits += result.get("fault_hits", 0)
+        if code < 0:
+            self._end_like_worker(-code, head)
+        return code, result
+
+    def _end_like_worker(self, sig: int, head: str) -> None:
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        say(f"{head}: its worker process was killed by {name}; nothing of it was committed. prefbench stops "
+            "the same way; running it again retries the run")
+        self.close(kill=True)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        if sig == signal.SIGINT:
+            raise KeyboardInterrupt
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+        raise SystemExit(128 + sig)  # a signal whose default action does not end a process
+
+    def _start(self) -> None:
+        if self._proc is not None:
+            return
+        job_r, job_w = os.pipe()
+        res_r, res_w = os.pipe()
+        child_env = dict(os.environ)
+        child_env.pop("PREFBENCH_FAULT", None)  # passed per job, counted over the invocation
+        child_env.setdefault("PYTHONHASHSEED", "0")  # set and dict orders do not vary between processes
+        root = str(Path(__file__).resolve().parents[2])
+        boot = (f"import sys; sys.path.insert(0, {root!r}); from harness.execution.runner import _zygote_main; "
+                f"_zygote_main({job_r}, {res_w}, {os.getpid()})")
+        try:
+            self._proc = subprocess.Popen([sys.executable, "-c", boot], pass_fds=(job_r, res_w),
+                                          stdin=subprocess.DEVNULL, env=child_env)
+        finally:
+            os.close(job_r)
+            os.close(res_w)
+        self._jobs, self._results = os.fdopen(job_w, "wb"), os.fdopen(res_r, "rb")
+
+    def close(self, kill: bool = False) -> None:
+        """End the zygote (a running worker ends with it)."""
+        if self._proc is None:
+            return
+        proc, self._proc = self._proc, None
+        for f in (self._jobs, self._results):
+            try:
+                f.close()
+            except OSError:
+                pass
+        if kill:
+            proc.kill()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
