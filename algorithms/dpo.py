@@ -1,9 +1,9 @@
-"""Direct Preference Optimization (Rafailov et al. 2023) and its variants, natively.
+"""Direct Preference Optimization (Rafailov et al. 2023) and its variants, on the pairwise base.
 
 cDPO (Mitchell 2023) is DPO with label smoothing ε; IPO (Azar et al. 2023) replaces the logistic
 loss with a squared one. The loss sees per-sequence summed completion log-probabilities only; the
 reference log-probabilities are precomputed once per suite, and chosen and rejected go through the
-policy in one batched forward.
+policy in one batched forward (:mod:`harness.training.pairwise`).
 """
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from harness.core.config import hp
-from harness.registry import Algorithm, register
+from harness.registry import register
 from harness.training.hparams import OptimConfig
+from harness.training.pairwise import PairwiseAlgorithm
 
 
 @dataclass
@@ -56,40 +57,16 @@ def preference_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen
 
 @register("dpo", "Direct Preference Optimization, native loop (variants: cDPO via label_smoothing, IPO via loss=ipo)",
           DPOConfig)
-class DPO(Algorithm):
+class DPO(PairwiseAlgorithm):
     def variant(self) -> str:
         if self.config.loss == "ipo":
             return "ipo"
         return "cdpo" if self.config.label_smoothing > 0 else "dpo"
 
-    def train(self, ctx):
-        import torch
+    def loss(self, lp):
+        c = self.config
+        return preference_loss(lp.chosen, lp.rejected, lp.ref_chosen, lp.ref_rejected, c.beta, c.label_smoothing,
+                               ipo=c.loss == "ipo")[0]
 
-        from harness.training.logprobs import collate, sequence_logps
-        from harness.training.loop import seeded_batches, train_loop
-
-        cfg = self.config
-        model = ctx.init_policy()
-        pairs = ctx.train_pairs
-        P, C, R = pairs.prompt_ids.tolist(), pairs.chosen_ids.tolist(), pairs.rejected_ids.tolist()
-        ref_c = torch.tensor(pairs.ref_chosen_logp.to_numpy(), dtype=torch.float32)
-        ref_r = torch.tensor(pairs.ref_rejected_logp.to_numpy(), dtype=torch.float32)
-        pad = ctx.tokenizer.pad_token_id
-
-        def step(idx):
-            n = len(idx)
-            prompts = [P[i] for i in idx]
-            # one forward over [chosen; rejected]
-            batch = collate(prompts + prompts, [C[i] for i in idx] + [R[i] for i in idx], pad, ctx.max_length)
-            logps = sequence_logps(model, batch)
-            losses, rc, rr = preference_loss(logps[:n], logps[n:], ref_c[idx], ref_r[idx], cfg.beta,
-                                             cfg.label_smoothing, ipo=cfg.loss == "ipo")
-            return losses.mean(), {
-                "rewards/chosen": float(rc.mean()), "rewards/rejected": float(rr.mean()),
-                "rewards/margin": float((rc - rr).mean()), "rewards/accuracy": float((rc > rr).float().mean()),
-                "logps/chosen": float(logps[:n].detach().mean()), "logps/rejected": float(logps[n:].detach().mean()),
-            }
-
-        batches = list(seeded_batches(len(pairs), cfg.batch_size, cfg.epochs, ctx.data_seed))
-        train_loop(model, batches, step, cfg, ctx, desc=f"{self.variant()} seed {ctx.seed}")
-        return model
+    def reward(self, lp):
+        return self.config.beta * lp.chosen_ratio, self.config.beta * lp.rejected_ratio

@@ -4,6 +4,17 @@ An algorithm is one module in ``algorithms/`` holding a hyperparameter dataclass
 decorated with ``@register``. Discovery imports those modules, so they must keep heavy imports
 (torch, transformers, TRL, vLLM) inside functions: ``prefbench list algorithms`` then costs
 milliseconds and needs none of them (``tests/test_registry.py`` checks this).
+
+Plugins: an installed distribution registers algorithms with no edit to prefbench through the
+``prefbench.algorithms`` entry-point group. Each entry point is named after the algorithm it
+registers and points at the module (or the class) whose import runs ``@register``::
+
+    [project.entry-points."prefbench.algorithms"]
+    gpo = "prefbench_gpo"
+
+A plugin that fails to load (import error, no algorithm of its entry point's name, a name taken by
+another algorithm) costs one line on stderr naming it, never a traceback, and the other algorithms
+stay usable; asking for it by name is then a one-line error with the reason.
 """
 from __future__ import annotations
 
@@ -23,13 +34,16 @@ class AlgorithmSpec:
     description: str
     config_cls: type
     cls: type
+    origin: str = ""  # "" for prefbench's own algorithms; "<distribution> <version>" for a plugin
 
     def make_config(self, values: dict[str, Any], where: str) -> Any:
         return cfg.build(self.config_cls, values, where, prefix=self.name)
 
 
 _REGISTRY: dict[str, AlgorithmSpec] = {}
+_BROKEN: dict[str, str] = {}  # plugin entry-point name -> why it did not load (one line)
 _discovered = False
+ENTRY_POINT_GROUP = "prefbench.algorithms"
 
 
 def register(name: str, description: str, config: type) -> Callable[[type], type]:
@@ -56,6 +70,48 @@ def discover() -> None:
         if not mod.name.startswith("_"):
             importlib.import_module(f"algorithms.{mod.name}")
     _discovered = True
+    _load_plugins()
+
+
+def _load_plugins() -> None:
+    """Register the algorithms of installed plugins (entry-point group ``prefbench.algorithms``)."""
+    import sys
+    from importlib import metadata
+
+    try:
+        eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
+    except Exception as e:  # a corrupt installation must not stop prefbench
+        print(f"prefbench: warning: cannot read installed plugins: {type(e).__name__}: {e}", file=sys.stderr)
+        return
+    for ep in sorted(eps, key=lambda e: e.name):
+        dist = getattr(ep, "dist", None)
+        origin = f"{dist.name} {dist.version}" if dist is not None else ep.value
+        before = {k: v.cls for k, v in _REGISTRY.items()}
+        if ep.name in before and _REGISTRY[ep.name].origin == origin:
+            continue  # registered by an earlier entry point of the same distribution (one module, several names)
+        try:
+            if ep.name in before:
+                raise RuntimeError(f"the name is taken by {_origin_text(_REGISTRY[ep.name])}")
+            ep.load()
+            spec = _REGISTRY.get(ep.name)
+            if spec is None:
+                raise RuntimeError(f"importing {ep.value} registered no algorithm named {ep.name!r}")
+        except BaseException as e:  # noqa: BLE001 - any failure of third-party code is reported, not raised
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            for k in set(_REGISTRY) - set(before):  # drop whatever the broken import half-registered
+                del _REGISTRY[k]
+            reason = f"{type(e).__name__}: {e}".splitlines()[0]
+            _BROKEN[ep.name] = f"plugin {ep.name!r} ({origin}, entry point {ep.value}) not loaded: {reason}"
+            print(f"prefbench: warning: {_BROKEN[ep.name]}", file=sys.stderr)
+            continue
+        for k in set(_REGISTRY) - set(before):
+            spec = _REGISTRY[k]
+            _REGISTRY[k] = dataclasses.replace(spec, origin=origin, description=f"{spec.description} [plugin {origin}]")
+
+
+def _origin_text(spec: AlgorithmSpec) -> str:
+    return f"plugin {spec.origin}" if spec.origin else "prefbench's own algorithm"
 
 
 def all_specs() -> list[AlgorithmSpec]:
@@ -65,6 +121,8 @@ def all_specs() -> list[AlgorithmSpec]:
 
 def get(name: str, where: str = "--algorithms") -> AlgorithmSpec:
     discover()
+    if name not in _REGISTRY and name in _BROKEN:
+        raise UserError(where, name, _BROKEN[name])
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""

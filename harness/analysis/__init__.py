@@ -177,6 +177,9 @@ def _figures(block: Block, r: dict, opts: Options, folder: Path, prefix: str) ->
         figs[f"training_curves_{algo}"] = P.plot_training_curves(block, gs, algo, opts,
                                                                   folder / f"{prefix}training_curves_{algo}")
     figs["bradley_terry"] = P.plot_bradley_terry(block, r["bt"], opts, folder / f"{prefix}bradley_terry")
+    for algo in r["trained"]:  # implicit-reward lens: None for algorithms that log no gradient weights
+        figs[f"gradient_weight_{algo}"] = P.plot_gradient_weight(block, gs, algo, opts,
+                                                                  folder / f"{prefix}gradient_weight_{algo}")
     r["figs"] = {k: v for k, v in figs.items() if v}
 
 
