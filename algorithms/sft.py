@@ -26,11 +26,18 @@ class SFT(Algorithm):
         P, C = pairs.prompt_ids.tolist(), pairs.chosen_ids.tolist()
         pad = ctx.tokenizer.pad_token_id
 
+        L = ctx.max_length
+        # completion tokens each example contributes (after the context cut): the token-mean NLL of a
+        # batch split into micro-batches is their token-weighted sum (harness.training.loop)
+        tokens = [min(len(c), max(0, L - len(p))) if L is not None else len(c) for p, c in zip(P, C)]
+
         def step(idx):
-            batch = collate([P[i] for i in idx], [C[i] for i in idx], pad, ctx.max_length)
-            nll = -(token_logps(model, batch).sum() / batch.target_mask.sum())
+            batch = collate([P[i] for i in idx], [C[i] for i in idx], pad, L)
+            lp = token_logps(model, batch)
+            nll = -(lp.sum() / batch.target_mask.to(lp.device).sum())
             return nll, {"nll_per_token": float(nll.detach())}
 
         batches = list(seeded_batches(len(pairs), cfg.batch_size, cfg.epochs, ctx.data_seed))
-        train_loop(model, batches, step, cfg, ctx, desc=f"sft seed {ctx.seed}")
+        train_loop(model, batches, step, cfg, ctx, desc=f"sft seed {ctx.seed}",
+                   weight_fn=lambda idx: sum(tokens[i] for i in idx))
         return model

@@ -9,11 +9,15 @@ import argparse
 import math
 import os
 import re
+import signal
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 from harness.core.errors import UserError
+from harness.core.interrupt import Interrupted
+from harness.core.interrupt import name as interrupt_name
 from harness.evaluation.sampling import DEFAULT_SAMPLER
 
 DEFAULT_RESULTS = Path(os.environ.get("PREFBENCH_RESULTS", Path(__file__).resolve().parent.parent / "results"))
@@ -87,6 +91,9 @@ def _check_environment(command: str) -> None:
             _path(var, os.environ[var])
     if command == "run":
         _threads()
+    for var in ("PREFBENCH_QUIET", "PREFBENCH_VERBOSE"):
+        if os.environ.get(var, "") not in ("", "0", "1"):
+            raise UserError(var, repr(os.environ[var])[:40], "must be 0 or 1")
 
 
 def _cache_dir(results: Path) -> Path:
@@ -121,27 +128,65 @@ def cmd_run(args) -> int:
     from harness.execution.results import ResultsStore
 
     # the request travels one way: flags -> plan (validated, before any compute or write) -> execute
+    if args.verbose:
+        os.environ["PREFBENCH_VERBOSE"] = "1"  # inherited by the worker processes
+    from harness.core.env import quiet_libraries
+
+    quiet_libraries()
     if args.checkpoint_every < 0:
         raise UserError("--checkpoint-every", str(args.checkpoint_every), "must be >= 0")
     _path("--results", args.results)
     _path("--sweep-file", args.sweep_file)
     _threads()
+    from harness.adapters.ray_executor import check_flags
+
+    check_flags(args.executor, args.ray_address, args.cpus_per_run, args.gpus_per_run)
+    from harness.core import tracking
+
+    tracking.check(args.report_to)
     plan = make_plan(Request(suite=args.suite, preset=args.preset, algorithms=args.algorithms, seeds=args.seeds,
                              sets=args.set, sweeps=args.sweep, sweep_file=args.sweep_file,
-                             eval_checkpoints=args.eval_checkpoints, sampler=args.sampler),
+                             eval_checkpoints=args.eval_checkpoints, sampler=args.sampler, device=args.device,
+                             micro_batch_size=args.micro_batch_size,
+                             gradient_checkpointing=args.gradient_checkpointing),
                      _cache_dir(Path(args.results)))
-    store = ResultsStore(args.results)
+    from harness.training import distributed  # under accelerate launch / torchrun: one run, several processes
+
+    if distributed.active() and args.executor != "local":
+        raise UserError("--executor", args.executor, "under a launcher (WORLD_SIZE > 1) only the local executor runs")
+    distributed.check_plan(plan.runs)
+    distributed.pin_local_device()
+    store = distributed.results_store_for_this_process(ResultsStore(args.results))
+    cluster = None
+    if args.executor == "ray":  # connecting is preflight too: an unusable cluster stops before anything is written
+        from harness.adapters.ray_executor import RayExecutor
+
+        cluster = RayExecutor(args.ray_address, args.cpus_per_run, args.gpus_per_run)
+        cluster.connect()
     store.prepare()
+    tracking.configure(args.report_to, Path(args.results))  # read by every worker process this command starts
 
     _set_threads()
     from harness.core.progress import say
-    from harness.execution.runner import execute
+    from harness.execution.runner import StoppedBySignal, execute
 
     art = plan.artifacts
     try:
-        counts = execute(plan.runs, art, store, force=args.force, save_every=args.checkpoint_every)
+        if cluster is not None:
+            counts = cluster.execute(plan.runs, art, store, force=args.force, save_every=args.checkpoint_every)
+        else:
+            counts = execute(plan.runs, art, store, force=args.force, save_every=args.checkpoint_every)
+    except StoppedBySignal as e:  # Ctrl-C / SIGTERM: the run in progress saved a checkpoint (runner.py)
+        done = ", ".join(f"{v} {k}" for k, v in e.counts.items() if v)
+        say(f"stopped by {e}" + (f" ({done})" if done else "") + "; finished runs are kept; run the same "
+            "command again to continue")
+        return e.exit_code
     finally:
         getattr(plan.sampler, "close", lambda: None)()
+        if cluster is not None:
+            cluster.close()
+    if getattr(store, "follower", False):  # a non-main process of a launch: the main one reports
+        return EXIT_RUN_FAILED if counts["failed"] else 0
     if art.built:
         say(f"built suite artifacts: {', '.join(art.built)}")
     else:
@@ -155,6 +200,27 @@ def cmd_run(args) -> int:
     if counts["failed"]:
         say(f"{counts['failed']} run(s) failed; see traceback.txt in their folders. Re-running retries them.")
         return EXIT_RUN_FAILED
+    return 0
+
+
+def cmd_check(args) -> int:
+    """Resolve a suite's model, tokenizer, data and judge without computing; count the pairs after the
+    filters; estimate tokens and run time; list every problem, one line each; exit 2 if there is any."""
+    from harness.suites.datasets import check_report
+    from harness.suites.spec import load_suite
+
+    suite = load_suite(args.suite)
+    preset = args.preset or "smoke"
+    suite.preset(preset)
+    lines, problems = check_report(suite, preset, _cache_dir(Path(DEFAULT_RESULTS)))
+    print("\n".join(lines))
+    if problems:
+        print(f"problems ({len(problems)}):")
+        for p in problems:
+            print(f"  {p}")
+        print(f"prefbench: error: {args.suite}: {len(problems)} problem(s), listed above", file=sys.stderr)
+        return EXIT_USAGE
+    print("no problems found")
     return 0
 
 
@@ -243,7 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
 
             environment: PREFBENCH_RESULTS (default results folder), PREFBENCH_CACHE (suite artifact
             cache, default RESULTS/_cache), PREFBENCH_THREADS (torch threads), PREFBENCH_QUIET=1 (no bars;
-            off by default when stderr is not a terminal, PREFBENCH_QUIET=0 keeps them)"""))
+            off by default when stderr is not a terminal, PREFBENCH_QUIET=0 keeps them), PREFBENCH_VERBOSE=1
+            (library logs and loading bars, as run --verbose)
+
+            exit status: 0 done, 1 some run failed, 2 bad input (nothing computed or written),
+            130/143 stopped by Ctrl-C/SIGTERM (the run in progress saved a checkpoint; run again to resume)"""))
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     pl = sub.add_parser("list", help="list registered algorithms (with hyperparameters) or suites",
@@ -274,10 +344,37 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--sampler", default=DEFAULT_SAMPLER,
                     help="sampling engine: hf | vllm | auto (vLLM when installed and the evaluation generates "
                          f">= 50,000 tokens, enough to repay its start-up; default: {DEFAULT_SAMPLER})")
+    pr.add_argument("--device", default="auto", metavar="DEVICE",
+                    help="where training, scoring, sampling and KL run: auto | cpu | cuda | cuda:N (auto: CUDA when "
+                         "available; a resource setting, not part of the run id; default: auto)")
+    pr.add_argument("--micro-batch-size", type=int, default=None, metavar="N",
+                    help="sequences (pairs) per forward/backward; the batch_size hyperparameter is reached by "
+                         "gradient accumulation, so results do not change beyond float error (default: whole batch)")
+    pr.add_argument("--gradient-checkpointing", action="store_true",
+                    help="recompute activations in the backward pass of native training (less memory, slower)")
     pr.add_argument("--force", action="store_true", help="recompute runs that already finished")
+    pr.add_argument("--verbose", action="store_true",
+                    help="show library output prefbench hides: model-loading bars, transformers/datasets logs and "
+                         "known harmless warnings (same as PREFBENCH_VERBOSE=1)")
     pr.add_argument("--checkpoint-every", type=int, default=50, metavar="STEPS",
                     help="save a resumable checkpoint of native training every STEPS optimizer steps; a killed "
                          "run restarts from it (0: off; default: 50)")
+    pr.add_argument("--executor", default="local", choices=["local", "ray"],
+                    help="where runs compute: local (one after another on this machine, the default) or ray "
+                         "(one Ray task per run on a Ray cluster; results and cache must be on storage every "
+                         "node sees)")
+    pr.add_argument("--ray-address", default=None, metavar="ADDR",
+                    help="with --executor ray: the cluster to join (auto, HOST:PORT or ray://HOST:PORT; default: "
+                         "$RAY_ADDRESS, else a local cluster started for this command)")
+    pr.add_argument("--cpus-per-run", type=float, default=None, metavar="N",
+                    help="with --executor ray: CPUs each run reserves (default: 1; also its torch threads unless "
+                         "PREFBENCH_THREADS is set)")
+    pr.add_argument("--gpus-per-run", type=float, default=None, metavar="N",
+                    help="with --executor ray: GPUs each run reserves (default: 0; fractions share a GPU)")
+    pr.add_argument("--report-to", default="none", choices=["none", "tensorboard", "wandb", "mlflow"],
+                    help="also send every run's training curves and final metrics, named by run id, to a tracker "
+                         "(tensorboard: RESULTS/_tracking/tensorboard; wandb and mlflow read their usual "
+                         "environment variables); the results folder stays the record (default: none)")
     pr.set_defaults(func=cmd_run)
 
     rp = sub.add_parser("report", help="comparison table over finished runs",
@@ -302,12 +399,31 @@ def build_parser() -> argparse.ArgumentParser:
                          "prompts and report every number on the other half (default: both on all prompts, "
                          "which biases the selected configuration upward; the tables say so)")
     rp.set_defaults(func=cmd_report)
+
+    ck = sub.add_parser("check", help="check a suite before running it: model, tokenizer, data, judge, pairs, cost",
+                        description="Resolve the suite's model, tokenizer, data and judge (a hub id that cannot be "
+                                    "reached fails in seconds, naming how to use a local copy), count the preference "
+                                    "pairs left after the load checks and the length policy, estimate tokens and run "
+                                    "time for the preset, and list every problem, one line each (exit 2 if any).")
+    ck.add_argument("suite", help="suite name (see `prefbench list suites`) or path to a suite YAML")
+    ck.add_argument("--preset", default=None, help="budget preset to check (default: smoke)")
+    ck.set_defaults(func=cmd_check)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     if not _isatty(sys.stderr):  # a log file or a pipe gets no progress bars (PREFBENCH_QUIET=0 keeps them)
         os.environ.setdefault("PREFBENCH_QUIET", "1")
+    on_main = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupted) if on_main else None  # a one-line stop
+    try:
+        return _main(argv)
+    finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         try:
             args = build_parser().parse_args(argv)
@@ -316,6 +432,10 @@ def main(argv: list[str] | None = None) -> int:
         except UserError as e:
             print(f"prefbench: error: {e.one_line()}", file=sys.stderr)
             return EXIT_USAGE
+        except (KeyboardInterrupt, Interrupted) as e:  # outside a run: nothing to save
+            sig = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+            print(f"\nprefbench: stopped by {interrupt_name(sig)}", file=sys.stderr)
+            return 128 + sig
         finally:
             sys.stdout.flush()  # a closed pipe shows up here, not in the interpreter's final flush
     except BrokenPipeError:
@@ -326,6 +446,10 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, AttributeError):
             pass
         return EXIT_BROKEN_PIPE
+
+
+def _raise_interrupted(signum, frame):  # noqa: ARG001
+    raise Interrupted(signum)
 
 
 def _isatty(stream) -> bool:

@@ -49,9 +49,12 @@ def test_dpo_config_and_run_ids_are_those_of_the_legacy_dpo():
     from harness.execution.plan import plan_runs
     from harness.suites.spec import load_suite
 
+    from harness.training.hparams import LORA_KEYS, identity_hyperparameters
+
     spec = registry.get("dpo")
-    assert dataclasses.asdict(spec.make_config({}, "t")) == LEGACY_DPO_FIELDS
-    assert list(LEGACY_DPO_FIELDS) == [f.name for f in dataclasses.fields(spec.config_cls)]
+    # the lora_* fields (issue 10) enter the identity only with LoRA on, so full fine-tuning ids stay put
+    assert identity_hyperparameters(dataclasses.asdict(spec.make_config({}, "t"))) == LEGACY_DPO_FIELDS
+    assert list(LEGACY_DPO_FIELDS) == [f.name for f in dataclasses.fields(spec.config_cls) if f.name not in LORA_KEYS]
     for suite_name, sets, ckpt in (("tiny", {"batch_size": 2, "epochs": 3.0}, 1), ("sentiment", {}, None)):
         suite = load_suite(str(TINY) if suite_name == "tiny" else suite_name)
         hashes = SuiteArtifacts(suite, "smoke", Path("/nonexistent-cache")).hashes()

@@ -377,6 +377,8 @@ CORPUS: list[tuple[str, object, tuple[str, ...]]] = [
     ("PREFBENCH_THREADS -1", lambda c: (_env("PREFBENCH_THREADS", "-1"), tiny(c))[1], ("PREFBENCH_THREADS", "-1")),
     ("PREFBENCH_THREADS 1e3", lambda c: (_env("PREFBENCH_THREADS", "1e3"), tiny(c))[1], ("PREFBENCH_THREADS", "1e3")),
     ("PREFBENCH_THREADS huge", lambda c: (_env("PREFBENCH_THREADS", "9" * 30), tiny(c))[1], ("PREFBENCH_THREADS", "1..1024")),
+    ("PREFBENCH_VERBOSE yes", lambda c: (_env("PREFBENCH_VERBOSE", "yes"), tiny(c))[1], ("PREFBENCH_VERBOSE", "0 or 1")),
+    ("PREFBENCH_QUIET 2", lambda c: (_env("PREFBENCH_QUIET", "2"), tiny(c))[1], ("PREFBENCH_QUIET", "0 or 1")),
     ("PREFBENCH_CACHE empty", lambda c: (_env("PREFBENCH_CACHE", ""), tiny(c))[1], ("PREFBENCH_CACHE", "empty path")),
     ("PREFBENCH_CACHE a file", lambda c: (_env("PREFBENCH_CACHE", c.raw("cachefile", b"")), tiny(c))[1],
      ("PREFBENCH_CACHE", "not a folder")),
@@ -443,6 +445,68 @@ def _report(c: Ctx, *flags: str) -> list[str]:
     write_fake_sweep(c.results, [FakeGroup("reference", {}), FakeGroup("dpo", {"beta": 0.1}, gain=0.1)],
                      seeds=(0,), n_prompts=16)
     return ["report", "--results", str(c.results), "--resamples", "100", *flags]
+
+
+# ---- pairs.kind dataset (harness/suites/datasets.py): file, row and field named, nothing written
+def _dataset(c: Ctx, name: str, content: bytes | None = None, **dataset) -> str:
+    """The tiny suite reading pairs.dataset from ``name`` (a file written from ``content``, or a folder)."""
+    if content is not None:
+        p = c.tmp / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(content)
+    return c.suite(lambda d: d.update(pairs={"kind": "dataset", "dataset": {"path": name, **dataset}}))
+
+
+def _msgs(*roles: str) -> list[dict]:
+    return [{"role": r, "content": f"{r} says hi"} for r in roles]
+
+
+CORPUS += [
+    ("dataset missing column", lambda c: run_argv(c, _dataset(c, "p.jsonl", jsonl(
+        {"prompt": "a", "chosen": "b", "reject": "c"}))), ("p.jsonl", "rejected", "missing column", "reject")),
+    ("dataset misnamed column mapping", lambda c: run_argv(c, _dataset(c, "p.jsonl", jsonl(GOOD),
+                                                                       columns={"chosen": "better"})),
+     ("p.jsonl", "better", "missing column")),
+    ("dataset row missing a column", lambda c: run_argv(c, _dataset(c, "p.jsonl", jsonl(
+        GOOD, {"prompt": "a", "chosen": "b"}))), ("p.jsonl", "row 2: rejected", "missing")),
+    ("dataset no assistant turn", lambda c: run_argv(c, _dataset(c, "p.jsonl", jsonl(
+        {"chosen": _msgs("user"), "rejected": _msgs("user")}))), ("p.jsonl", "row 1: chosen", "without an assistant turn")),
+    ("dataset mixed formats", lambda c: run_argv(c, _dataset(c, "p.jsonl", jsonl(
+        {"chosen": _msgs("user", "assistant"), "rejected": _msgs("user", "assistant")},
+        {"chosen": "\n\nHuman: hi\n\nAssistant: yo", "rejected": "\n\nHuman: hi\n\nAssistant: no"}))),
+     ("p.jsonl", "row 2: chosen", "mixed formats")),
+    ("dataset empty split", lambda c: run_argv(c, _dataset(c, "p.jsonl", b"\n")), ("p.jsonl", "split train", "empty split")),
+    ("dataset split not in folder", lambda c: run_argv(c, (c.raw("train.jsonl", jsonl(GOOD)),
+                                                           _dataset(c, ".", split="test"))[1]),
+     ("split test", "no file for this split", "train")),
+    ("dataset not UTF-8", lambda c: run_argv(c, _dataset(c, "p.jsonl", jsonl(GOOD) + '{"prompt": "caf\xe9"}\n'.encode("latin-1"))),
+     ("p.jsonl", "row 2", "not valid UTF-8")),
+    ("dataset wrong type", lambda c: run_argv(c, _dataset(c, "p.jsonl", jsonl({**GOOD, "chosen": 3}))),
+     ("p.jsonl", "row 1: chosen", "expected a string")),
+    ("dataset rejected has another prompt", lambda c: run_argv(c, _dataset(c, "p.jsonl", jsonl(
+        {"chosen": _msgs("user", "assistant"), "rejected": [{"role": "user", "content": "other"}] + _msgs("assistant")}))),
+     ("p.jsonl", "row 1: rejected", "differs from chosen")),
+    ("dataset implicit without marker", lambda c: run_argv(c, _dataset(c, "p.jsonl", jsonl(
+        {"chosen": "just text", "rejected": "other text"}))), ("p.jsonl", "row 1: chosen", "Assistant:")),
+    ("dataset unpaired bad label", lambda c: run_argv(c, _dataset(c, "p.jsonl", jsonl(
+        {"prompt": "a", "completion": "b", "label": "maybe"}))), ("p.jsonl", "row 1: label", "true or false")),
+    ("dataset not found", lambda c: run_argv(c, _dataset(c, "./none.jsonl")), ("none.jsonl", "not found")),
+    ("dataset hub id unreachable", lambda c: (_env("HF_ENDPOINT", "http://127.0.0.1:9"),
+                                              run_argv(c, _dataset(c, "someone/missing-ds")))[1],
+     ("pairs.dataset.path", "someone/missing-ds", "not reachable", "hf download")),
+    ("dataset csv missing column", lambda c: run_argv(c, _dataset(c, "p.csv", b"prompt,chosen\na,b\n")),
+     ("p.csv", "rejected", "missing column")),
+    ("dataset parquet empty split", lambda c: run_argv(c, _dataset(c, "p.parquet", _empty_parquet(c))),
+     ("p.parquet", "empty split")),
+]
+
+
+def _empty_parquet(c: Ctx) -> bytes:
+    p = c.tmp / "e.parquet"
+    pq.write_table(pa.table({k: pa.array([], pa.string()) for k in GOOD}), p)
+    data = p.read_bytes()
+    p.unlink()
+    return data
 
 
 def _tree(root: Path) -> dict[str, int]:

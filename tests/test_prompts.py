@@ -46,8 +46,8 @@ def artifacts(suite, preset: str, tmp_path: Path) -> SuiteArtifacts:
 
 
 def needs_corpus(suite) -> None:
-    if suite.data.kind == "hf_dataset":
-        pytest.skip("hf_dataset corpora need the hub")
+    if suite.data.kind in ("hf_dataset", "preference_chosen") or suite.pairs.kind == "dataset":
+        pytest.skip("hub datasets need the hub (tests/test_datasets.py runs them on exact-schema fixtures)")
 
 
 @pytest.mark.parametrize("path,preset", CASES)

@@ -216,3 +216,31 @@ def test_sweep_sigkilled_at_ten_random_moments_then_finished_matches_the_uninter
     for fmt in ("md", "csv"):  # the report
         assert headline(tmp_path / "clean", "tiny", None, fmt, n_resamples=1000) == headline(killed, "tiny", None, fmt,
                                                                                                n_resamples=1000)
+
+
+# ----------------------------------------------------------------------------- clean stops on signals
+# Ctrl-C and SIGTERM reach the prefbench process the user started (a fault point sends the real signal to
+# it, at an exact place); it forwards the stop to the worker, which saves a checkpoint at its next step.
+@pytest.mark.parametrize("fault, code, saved", [
+    ("train:step@1:TERM", 143, "training state was saved at step 1"),  # a cluster's pre-emption mid-training
+    ("pretrain:step@40:INT", 130, "state was saved at step 40"),       # Ctrl-C while π_SFT pre-trains
+    ("eval:sampled@1:TERM", 143, "stopped by SIGTERM"),               # nothing to save: it starts again
+])
+def test_a_signal_stops_cleanly_and_the_next_invocation_resumes_to_identical_results(clean, tmp_path, fault,
+                                                                                      code, saved):
+    first = prefbench(tmp_path / "results", tmp_path / "cache", fault=fault)
+    assert first.returncode == code, first.stderr[-3000:]
+    assert saved in first.stderr, first.stderr[-3000:]
+    assert "run the same command again to continue" in first.stderr
+    assert "Traceback" not in first.stderr
+    assert "Loading weights" not in first.stderr  # library loading bars stay hidden without --verbose
+    stopped = snapshot(tmp_path / "results")
+    assert all(m["status"] == "ok" for m, _ in stopped.values())  # nothing half-done was published
+    assert len(stopped) < len(snapshot(clean / "results"))
+    second = prefbench(tmp_path / "results", tmp_path / "cache")
+    assert second.returncode == 0, second.stderr[-3000:]
+    if fault.startswith("train"):
+        assert "resumed from the checkpoint at step 1/" in second.stderr
+    if fault.startswith("pretrain"):
+        assert "π_SFT pre-training resumed from its checkpoint at step 40/" in second.stderr
+    assert_same_results(clean / "results", tmp_path / "results")

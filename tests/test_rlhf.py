@@ -248,7 +248,7 @@ def test_list_algorithms_shows_each_rlhf_algorithm_with_its_hyperparameters(caps
 
 
 # ------------------------------------------------------------------------------------------ slow
-RM = ["rm_epochs=0.5"]  # one reward model for all four users (equal settings share the cached model)
+RM = []  # the preset's reward model (2 epochs), one for all four users (equal settings share the cached model)
 SETS = {
     "ppo": ["total_episodes=32", "batch_size=16"] + RM,
     "ppo-gt": ["total_episodes=48", "batch_size=16", "kl_estimator=k3"],
@@ -306,7 +306,7 @@ def test_learned_reward_model_ranks_held_out_chosen_above_rejected(rlhf_results)
     assert len({f["rm_artifact"] for f in facts.values()}) == 1  # trained once, shared
     assert sum(f["rm_built_by_this_run"] for f in facts.values()) <= 1
     acc = facts["ppo"]["rm_valid_accuracy"]
-    assert facts["ppo"]["rm_valid_pairs"] > 100 and acc > 0.5, acc
+    assert facts["ppo"]["rm_valid_pairs"] > 100 and acc > 0.6, acc  # well above chance on held-out prompts
 
 
 @pytest.mark.slow

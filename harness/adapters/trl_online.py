@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from harness.adapters import hide_vllm_from_trl, positions_from_attention_mask, quiet_transformers
+from harness.training.device import trainer_args
 
 # TRL's log keys -> the harness's canonical training-log names (units as in trl_ppo.CANONICAL)
 CANONICAL = {"reward": "reward", "reward_std": "reward_std", "entropy": "entropy",
@@ -61,7 +62,7 @@ def train_online(kind: str, policy, reward_fn: Callable[[list[str], list[list[in
     s = settings
     out = Path(workdir) / f"trl_{kind}"
     common = dict(
-        output_dir=str(out), use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+        output_dir=str(out), **trainer_args(),  # device, precision, checkpointing: harness.training.device
         per_device_train_batch_size=s["prompts_per_step"] * s["num_generations"], gradient_accumulation_steps=1,
         num_generations=s["num_generations"], max_completion_length=s["max_completion_length"],
         temperature=s["temperature"], top_p=1.0, top_k=0, beta=s["beta"], learning_rate=s["lr"],

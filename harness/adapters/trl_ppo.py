@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from harness.adapters import hide_vllm_from_trl, quiet_transformers, quiet_trl, require_patch
+from harness.training.device import trainer_args
 
 # TRL's per-update log keys -> the harness's canonical training-log names. Units match the online
 # trainers': kl in nats per sequence (TRL's estimator at the rollout temperature), entropy in nats
@@ -113,7 +114,7 @@ def train_ppo(policy, value_model, reward: Any, tokenizer, prompts: Sequence[Seq
     else:
         reward_module = reward
     args = PPOConfig(
-        output_dir=str(out), use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+        output_dir=str(out), **trainer_args(),  # device, precision, checkpointing: harness.training.device
         per_device_train_batch_size=s["batch_size"], gradient_accumulation_steps=1,
         num_mini_batches=s["num_mini_batches"], num_ppo_epochs=s["ppo_epochs"],
         total_episodes=s["total_episodes"], response_length=s["response_length"],

@@ -12,13 +12,19 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
+from harness.training.device import trainer_args
+
 
 def train_reward_model(model, tokenizer, chosen: Sequence[Sequence[int]], rejected: Sequence[Sequence[int]], *,
                        lr: float, epochs: float, batch_size: int, max_length: int, seed: int,
-                       workdir: Path, log_fn=None) -> list[dict[str, Any]]:
+                       workdir: Path, log_fn=None, lora: dict | None = None) -> list[dict[str, Any]]:
     """Train ``model`` (a sequence-classification model with ``num_labels=1``) in place on full
     sequences ``chosen[i]`` ≻ ``rejected[i]``. ``tokenizer`` pads (its pad token must be distinct
-    from EOS, see :mod:`harness.adapters`). Returns TRL's per-step logs."""
+    from EOS, see :mod:`harness.adapters`). Returns TRL's per-step logs.
+
+    ``lora`` (r, alpha, dropout, target_modules): TRL trains PEFT LoRA adapters (``peft_config``; the
+    score head trains fully, as PEFT does for SEQ_CLS) and they are merged into ``model`` in place
+    afterwards, so the caller holds a plain model either way."""
     from datasets import Dataset
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -32,7 +38,8 @@ def train_reward_model(model, tokenizer, chosen: Sequence[Sequence[int]], reject
     ds = Dataset.from_dict({"chosen_ids": [list(map(int, c)) for c in chosen],
                             "rejected_ids": [list(map(int, r)) for r in rejected]})
     args = RewardConfig(
-        output_dir=str(workdir / "trl_reward"), use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+        output_dir=str(workdir / "trl_reward"),
+        **trainer_args(),  # device, precision, checkpointing: harness.training.device
         per_device_train_batch_size=batch_size, num_train_epochs=epochs, learning_rate=lr,
         lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_length=max_length,
         seed=seed, data_seed=seed, save_strategy="no", eval_strategy="no", report_to="none",
@@ -60,8 +67,17 @@ def train_reward_model(model, tokenizer, chosen: Sequence[Sequence[int]], reject
                 if log_fn is not None:
                     log_fn(row)
 
+    peft_config = None
+    if lora:
+        from peft import LoraConfig
+
+        from harness.training.lora import check_targets, target_modules
+
+        check_targets(model, lora["target_modules"], "rm_lora_target_modules")
+        peft_config = LoraConfig(task_type="SEQ_CLS", r=lora["r"], lora_alpha=lora["alpha"],
+                                 lora_dropout=lora["dropout"], target_modules=target_modules(lora["target_modules"]))
     trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer,
-                            callbacks=[Progress(), Logs()])
+                            callbacks=[Progress(), Logs()], peft_config=peft_config)
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)
     if len(trainer.train_dataset) != len(ds):
@@ -71,6 +87,8 @@ def train_reward_model(model, tokenizer, chosen: Sequence[Sequence[int]], reject
         trainer.train()
     finally:
         shutil.rmtree(workdir / "trl_reward", ignore_errors=True)
+    if peft_config is not None:
+        trainer.model.merge_and_unload()  # folds the adapters into ``model`` itself (PEFT edits it in place)
     model.eval()
     return LOGS
 

@@ -173,7 +173,9 @@ def _read_run(path: Path) -> dict:
         "max_new_tokens": ev.get("max_new_tokens"), "samples_per_prompt": ev.get("samples_per_prompt"),
         "eval_prompts": preset_cfg.get("eval_prompts"), "sampler": cfg.get("sampler"),
         "artifacts_json": canonical_json(cfg.get("artifacts") or {}),
+        "pairs_load_json": canonical_json(cfg.get("pairs_load") or {}),  # a dataset's load counts (protocol)
         "hardware_json": canonical_json(cfg.get("hardware") or {}), "git_commit": cfg.get("git_commit"),
+        "resources_json": canonical_json(_dict(m.get("resources"))),  # device, precision, GPU (resource settings)
         "suite_version": str(m.get("suite_version", suite_cfg.get("version"))),
         "kl_kind": str(metrics_of(m).get("kl_kind") or "exact"),
         "kl_temperature": _float(metrics_of(m).get("kl_temperature"), ev.get("temperature", 1.0)),

@@ -114,6 +114,29 @@ def _table(lines: list[str], tab: T.Table | None, paths: list[Path] | None, root
     lines.append("")
 
 
+def _pairs_load_lines(block: Block) -> list[str]:
+    """The protocol line of a preference dataset's load (pairs.kind dataset): rows, drops and their reasons,
+    the length policy's counts, the gold check."""
+    if "pairs_load_json" not in block.runs:
+        return []
+    out = []
+    for text in _distinct(block, "pairs_load_json"):
+        d = json.loads(text)
+        if not d:
+            continue
+        line = (f"- **Pairs**: {d.get('source')} split {d.get('split')}, format {d.get('format')}: {d.get('rows')} rows; "
+                f"dropped {d.get('empty')} with an empty text, {d.get('identical')} with chosen = rejected, "
+                f"{d.get('duplicates')} duplicates; {d.get('pairs_selected')} pairs of the preset's prompts; length "
+                f"policy {d.get('length_policy')} (prompt ≤ {d.get('max_prompt_tokens')}, response ≤ "
+                f"{d.get('max_response_tokens')} tokens): {d.get('dropped_length')} dropped, {d.get('truncated')} "
+                f"truncated; {d.get('pairs')} pairs")
+        if "gold_chosen_mean" in d:
+            line += (f"; gold check: mean gold reward chosen {float(d['gold_chosen_mean']):.4g} vs rejected "
+                     f"{float(d['gold_rejected_mean']):.4g} over {d['gold_pairs_scored']} pairs")  # floats as text
+        out.append(line + ".")
+    return out
+
+
 def block_markdown(block: Block, r: dict, opts: Options, root: Path, level: int = 2) -> list[str]:
     h = "#" * level
     runs = block.runs
@@ -132,6 +155,8 @@ def block_markdown(block: Block, r: dict, opts: Options, root: Path, level: int 
     base_hash = ", ".join(sorted({a.get("baseline", "?") for a in arts})) or "–"
     hw = sorted({json.loads(x).get("cpu", "?") for x in _distinct(block, "hardware_json")})
     commits = sorted({c[:10] for c in _distinct(block, "git_commit") if c})
+    compute = sorted({_compute_text(json.loads(x)) for x in _distinct(block, "resources_json")}) \
+        if "resources_json" in block.runs else []
     L += [f"{h} Protocol", "",
           f"- **Suite**: `{block.suite}` (version {', '.join(map(str, _distinct(block, 'suite_version')))}), "
           f"preset `{block.preset}`.",
@@ -145,6 +170,7 @@ def block_markdown(block: Block, r: dict, opts: Options, root: Path, level: int 
           f"sampler {', '.join(map(str, samplers)) or '–'}.",
           f"- **Prompts**: {len(block.prompts)} evaluation prompts, the same for every run (comparisons are paired "
           "on them).",
+          *_pairs_load_lines(block),
           f"- **Seeds**: {', '.join(map(str, seeds))}; {per_cfg} finished seed(s) per "
           f"configuration. **Runs**: {len(runs)} (" + ", ".join(f"{v} {k}" for k, v in sorted(status.items())) + ").",
           f"- **Failure criteria** (declared before looking): diverged; failed; final KL above **{opts.kl_bound:g} "
@@ -160,7 +186,8 @@ def block_markdown(block: Block, r: dict, opts: Options, root: Path, level: int 
           "σ(θ + φ·tanh(Δlen/sd(Δlen))) on the per-sample outcomes, Δlen in tokens, read at Δlen = 0 "
           f"(AlpacaEval's *length_controlled_minimal*), bootstrap CIs by {gs.lc_method} "
           "(refit: every replicate refitted; onestep: one Newton step per replicate, used for large inputs).",
-          f"- **Hardware**: {'; '.join(hw) or '–'}. **Code**: git {', '.join(commits) or '–'}.", ""]
+          f"- **Hardware**: {'; '.join(hw) or '–'}. **Compute** (device, precision): {'; '.join(compute) or '–'}. "
+          f"**Code**: git {', '.join(commits) or '–'}.", ""]
     L += [f"{h}# Library versions", ""] + _versions_section(block) + [""]
     prov = r["provenance"]
     warn = [k for k in ("judge", "evaluation", "artifacts", "sampler") if prov.get(k)]
@@ -259,3 +286,14 @@ def render(blocks: list[Block], results: list[dict], opts: Options, root: Path, 
         L += [f"Suite `{blocks[0].suite}`, preset `{blocks[0].preset}`.", ""]
         L += block_markdown(blocks[0], results[0], opts, root, level=2)
     return "\n".join(L).rstrip() + "\n"
+
+
+def _compute_text(res: dict) -> str:
+    """A run's resources as the protocol shows them: "cuda:0 (NVIDIA H100), bf16" or "cpu, fp32"."""
+    if not res:
+        return "not recorded"
+    dev = str(res.get("device", "?"))
+    if res.get("gpu_name"):
+        dev += f" ({res['gpu_name']})"
+    extra = f", micro-batch {res['micro_batch_size']}" if res.get("micro_batch_size") else ""
+    return f"{dev}, {res.get('precision', '?')}{extra}"

@@ -62,6 +62,48 @@ def apply_threads() -> None:
         torch.set_num_threads(int(n))
 
 
+# Library warnings known to be harmless here, silenced unless --verbose (PREFBENCH_VERBOSE=1): each is
+# about a setting prefbench chose on purpose.
+HARMLESS_WARNINGS = (
+    r"fan_in_fan_out is set to False",           # PEFT on GPT-2's Conv1D: it sets the flag itself
+    r".*does not have many workers which might be a bottleneck",  # DataLoader on 2 cores
+    r".*`torch_dtype` is deprecated",
+)
+
+
+def quiet_libraries() -> None:
+    """Unless ``PREFBENCH_VERBOSE=1`` (``prefbench run --verbose``): no model-loading or download bars,
+    no info/warning logs from transformers, datasets and the hub, and the known harmless warnings
+    above silenced. prefbench's own progress bars and one-line messages are unaffected. Part of the
+    preamble of every worker process and of the process the user started."""
+    if os.environ.get("PREFBENCH_VERBOSE") == "1":
+        return
+    import warnings
+
+    for pattern in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    try:
+        from datasets.utils import logging as ds_logging
+
+        ds_logging.set_verbosity_error()
+        ds_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    except ImportError:
+        pass
+
+
 def process_state() -> dict:
     """The process-global settings a computation's numbers can depend on, with fingerprints of the
     global RNG states (read, not drawn from). Every worker process must start with the same; see

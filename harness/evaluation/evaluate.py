@@ -51,8 +51,12 @@ def evaluate_policy(model, art: SuiteArtifacts, seed: int, sampler=None, n_resam
     if hasattr(model, "sample_for_evaluation"):
         comp = model.sample_for_evaluation(art, prompt_ids, ev.samples_per_prompt, settings, seed)
     else:
-        comp = sampler.sample(PolicyHandle(art.tokenizer, model, None), prompt_ids, ev.samples_per_prompt,
-                              settings, seed=seed, desc=f"{desc}: sampling")
+        # a LoRA-trained policy (merged for scoring) also names its adapter on π_SFT's folder: an engine
+        # that serves adapters (vLLM) samples base + adapter without writing a merged copy
+        adapter = getattr(model, "prefbench_adapter", None)
+        handle = PolicyHandle(art.tokenizer, model, art.reference_dir if adapter else None, adapter_path=adapter)
+        comp = sampler.sample(handle, prompt_ids, ev.samples_per_prompt, settings, seed=seed,
+                              desc=f"{desc}: sampling")
     faults.point("eval:sampled")
     row_prompts = [prompts[i] for i in comp.prompt_index]
     pairwise = is_pairwise(art.judge)

@@ -5,7 +5,8 @@ Per sequence, in nats, over completion tokens up to and including EOS (docs/metr
   definition, footnote 3; Rao–Blackwellised, lowest variance). The headline number.
 - ``kl_k1``: Σ_t log π(y_t|s_t) − log π_ref(y_t|s_t) (unbiased, high variance, can be negative).
 - ``kl_k3``: Σ_t (r_t − 1) − log r_t with r_t = π_ref/π at the sampled token (unbiased, ≥ 0).
-Both models are scored through :mod:`harness.training.logprobs` in fp32, never with a sampling engine's
+Both models are scored through :mod:`harness.training.logprobs` (forward in the run's precision on its
+device, logits upcast to fp32 before every softmax), never with a sampling engine's
 log-probabilities. Samples must come from π at ``temperature`` T with no top-k/top-p truncation; both
 π and π_ref are then scored on logits/T, so every column is about KL(π_T‖π_ref,T), the KL between the
 tempered policies, on exactly the distribution the samples come from (T = 1: KL(π‖π_ref)).
@@ -28,6 +29,9 @@ def sequence_kl(policy, reference, prompts: Sequence[Sequence[int]], completions
                 temperature: float = 1.0) -> dict[str, np.ndarray]:
     """Per-sequence KL(π_T‖π_ref,T) estimates [N] plus the two tempered sequence log-probabilities
     they come from. ``temperature``: the one the completions were sampled at."""
+    from harness.training.device import current
+
+    batch_size = min(batch_size, current().micro_batch_size or batch_size)  # --micro-batch-size bounds memory
     policy.eval()
     reference.eval()
     out = {k: [] for k in ("kl", "kl_k1", "kl_k3", "policy_logp", "ref_logp")}
@@ -35,7 +39,7 @@ def sequence_kl(policy, reference, prompts: Sequence[Sequence[int]], completions
         b = collate(prompts[i:i + batch_size], completions[i:i + batch_size], pad_id, max_length)
         lp_pi, targets = completion_logits(policy, b, temperature)
         lp_ref, _ = completion_logits(reference, b, temperature)
-        mask = b.target_mask
+        mask = b.target_mask.to(lp_pi.device)
         exact_tok = (lp_pi.exp() * (lp_pi - lp_ref)).sum(-1)
         pi_t = lp_pi.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         ref_t = lp_ref.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
@@ -45,4 +49,4 @@ def sequence_kl(policy, reference, prompts: Sequence[Sequence[int]], completions
         out["kl_k3"].append(((log_r.exp() - 1 - log_r) * mask).sum(-1))
         out["policy_logp"].append((pi_t * mask).sum(-1))
         out["ref_logp"].append((ref_t * mask).sum(-1))
-    return {k: (torch.cat(v).double().numpy() if v else np.zeros(0)) for k, v in out.items()}
+    return {k: (torch.cat(v).double().cpu().numpy() if v else np.zeros(0)) for k, v in out.items()}

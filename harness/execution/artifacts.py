@@ -33,7 +33,7 @@ from harness.core import faults, seeds
 from harness.core.errors import UserError
 from harness.core.hashing import content_hash, non_default
 from harness.core.progress import progress
-from harness.suites.spec import PresetSpec, Suite
+from harness.suites.spec import PresetSpec, Suite, hash_view
 
 ARTIFACT_FORMAT = 1  # bump when the layout or the build code changes what an artifact holds
 
@@ -41,6 +41,11 @@ ARTIFACT_FORMAT = 1  # bump when the layout or the build code changes what an ar
 class ArtifactCache:
     def __init__(self, root: Path):
         self.root = Path(root)
+
+    def resume_dir(self, kind: str, key: dict) -> Path:
+        """Where a builder may keep a resumable checkpoint of the artifact it builds; removed once the
+        artifact is in place (a build stopped by a signal continues from it next time)."""
+        return self.root / f".resume-{kind}-{content_hash({'format': ARTIFACT_FORMAT, 'kind': kind, **key})}"
 
     def get_or_build(self, kind: str, key: dict, build: Callable[[Path], None]) -> tuple[Path, bool]:
         """(folder, built_now). ``build(tmp)`` fills a fresh folder that is renamed into place."""
@@ -68,6 +73,9 @@ class ArtifactCache:
                     indent=1, default=str))
                 faults.point(f"artifact:{kind}")
                 os.rename(tmp, final)
+                from harness.training.resume import clear
+
+                clear(self.resume_dir(kind, key))
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
@@ -76,12 +84,17 @@ class ArtifactCache:
         return final, True
 
 
-def load_corpus(suite: Suite) -> list[str]:
+def load_corpus(suite: Suite, split: str | None = None) -> list[str]:
+    """The suite's documents; ``split`` (hf_dataset, preference_chosen): another split than ``data.split``."""
     d = suite.data
     if d.kind == "synthetic_reviews":
         from harness.suites.reviews import generate_reviews
 
         return generate_reviews(d.n_documents, seeds.derive(suite.seed, "corpus"))
+    if d.kind == "synthetic_instructions":
+        from harness.suites.instructions import generate_instructions
+
+        return generate_instructions(d.n_documents, seeds.derive(suite.seed, "corpus"))
     if d.kind == "text_file":
         path = suite.resolve_path(d.path)
         where = f"{suite.path}: data.path ({path})"
@@ -102,14 +115,14 @@ def load_corpus(suite: Suite) -> list[str]:
             raise UserError(str(path), None, "not valid UTF-8") from None
         except json.JSONDecodeError as e:
             raise UserError(str(path), f"line {e.lineno}", f"invalid JSON: {e.msg}") from None
-    else:  # hf_dataset: real hub loading for users who have the hub
-        import datasets
+    elif d.kind == "preference_chosen":  # π_SFT's SFT data: prompt + chosen of pairs.dataset
+        from harness.suites.datasets import chosen_corpus, suite_tokenizer
 
-        ds = datasets.load_dataset(d.name, split=d.split)
-        if d.text_field not in ds.column_names:
-            raise UserError(f"{suite.path}: data.text_field", d.text_field,
-                            f"column not in dataset {d.name}; columns: {', '.join(ds.column_names)}")
-        docs = [t for t in ds[d.text_field] if isinstance(t, str) and t.strip()]
+        docs = chosen_corpus(suite, suite_tokenizer(suite), split or d.split)
+    else:  # hf_dataset: a hub id through datasets.load_dataset, or a local copy (harness/suites/datasets.py)
+        from harness.suites.datasets import text_documents
+
+        docs = text_documents(suite, split or d.split)
     if len(docs) < 10:
         raise UserError(suite.path, "data", f"only {len(docs)} non-empty documents; need at least 10")
     return docs
@@ -150,6 +163,11 @@ def prompt_pool(docs: list[str], suite: Suite, side: str, exclude=()) -> list[st
     lo, hi = suite.prompts.min_words, suite.prompts.max_words
     pool: dict[str, str] = {}
     for doc in docs:
+        if suite.prompts.kind == "document":  # the whole document is the prompt (instructions)
+            key = prompt_key(doc)
+            if lo <= len(doc.split()) <= hi and key not in pool and key not in excluded:
+                pool[key] = " ".join(doc.split())
+            continue
         words = doc.split(None, hi)
         for k in range(lo, min(hi, len(words) - 1) + 1):
             p = " ".join(words[:k])
@@ -226,14 +244,25 @@ class SuiteArtifacts:
             from harness.suites.reviews import GENERATOR_VERSION
 
             return GENERATOR_VERSION
+        if self.suite.data.kind == "synthetic_instructions":
+            from harness.suites.instructions import GENERATOR_VERSION
+
+            return GENERATOR_VERSION
         return 0
 
     @cached_property
     def reference_key(self) -> dict:
+        from harness.suites.sources import fingerprint
+
         s = self.suite
         steps = self.preset.reference_steps if self.preset.reference_steps is not None else s.reference.steps
-        return {"suite": s.name, "seed": s.seed, "tokenizer": s.tokenizer, "policy": s.policy, "data": s.data,
-                "reference": {**s.reference.__dict__, "steps": steps}, "generator": self._generator_version()}
+        from harness.suites.datasets import key_view
+
+        return {"suite": s.name, "seed": s.seed, "tokenizer": s.tokenizer, "policy": hash_view(s.policy), "data": key_view(s.data),
+                "reference": {**s.reference.__dict__, "steps": steps}, "generator": self._generator_version(),
+                **({} if s.policy.kind == "config" else {"source": fingerprint(s)}),  # the loaded weights' identity
+                **({"data_source": _dataset_digest(s, "data")} if s.data.kind in ("hf_dataset", "preference_chosen")
+                   else {})}  # a dataset corpus: its files' contents or hub revision
 
     @cached_property
     def reference_hash(self) -> str:
@@ -241,19 +270,23 @@ class SuiteArtifacts:
 
     @cached_property
     def pairs_key(self) -> dict:
+        from harness.suites.datasets import key_view
+
         s = self.suite
-        return {"reference": self.reference_hash, "prompts": s.prompts, "prompt_split": PROMPT_SPLIT,
-                "pairs": s.pairs, "judge": non_default(s.judge), "train_prompts": self.preset.train_prompts,
+        return {"reference": self.reference_hash, "prompts": hash_view(s.prompts), "prompt_split": PROMPT_SPLIT,
+                "pairs": key_view(s.pairs), "judge": non_default(s.judge), "train_prompts": self.preset.train_prompts,
                 "sampler": self.sampler.name,
-                "pairs_file": _file_digest(s.resolve_path(s.pairs.path)) if s.pairs.kind == "file" else None}
+                "pairs_file": _file_digest(s.resolve_path(s.pairs.path)) if s.pairs.kind == "file" else None,
+                **({"dataset": _dataset_digest(s)} if s.pairs.kind == "dataset" else {})}
 
     @cached_property
     def baseline_key(self) -> dict:
         s = self.suite
-        return {"reference": self.reference_hash, "prompts": s.prompts, "prompt_split": PROMPT_SPLIT,
+        return {"reference": self.reference_hash, "prompts": hash_view(s.prompts), "prompt_split": PROMPT_SPLIT,
                 "evaluation": s.evaluation, "judge": non_default(s.judge), "eval_prompts": self.preset.eval_prompts,
                 "sampler": self.sampler.name,  # a pairs file's prompts are kept out of the evaluation prompts
-                "pairs_file": _file_digest(s.resolve_path(s.pairs.path)) if s.pairs.kind == "file" else None}
+                "pairs_file": _file_digest(s.resolve_path(s.pairs.path)) if s.pairs.kind == "file" else None,
+                **({"dataset": _dataset_digest(s)} if s.pairs.kind == "dataset" else {})}
 
     def hashes(self) -> dict:
         return {"reference": self.reference_hash, "pairs": content_hash(self.pairs_key),
@@ -270,13 +303,35 @@ class SuiteArtifacts:
 
     @cached_property
     def corpus(self) -> tuple[list[str], list[str]]:
+        if self.suite.data.heldout_split:  # e.g. IMDb: π_SFT on train, evaluation prompts from test reviews
+            return load_corpus(self.suite), load_corpus(self.suite, self.suite.data.heldout_split)
         return split_corpus(load_corpus(self.suite), self.suite)
 
     @cached_property
+    def dataset_tokenizer(self):
+        """The policy tokenizer as loaded before π_SFT exists (renders conversations; None for train_bpe)."""
+        from harness.suites.datasets import suite_tokenizer
+
+        return suite_tokenizer(self.suite)
+
+    @cached_property
+    def dataset_prompts(self) -> tuple[list[str], list[str] | None]:
+        """pairs.kind dataset: (pair prompts, evaluation prompts or None) drawn from the dataset."""
+        from harness.suites.datasets import dataset_prompts
+
+        return dataset_prompts(self.suite, self.dataset_tokenizer, self.preset.train_prompts, self.preset.eval_prompts,
+                               field=f"presets.{self.preset_name}")
+
+    @cached_property
     def judge(self):
+        import dataclasses
+
         from harness.evaluation.judges import make_judge
 
-        return make_judge(self.suite.judge, cache_root=self.cache.root.parent)
+        spec = self.suite.judge
+        if spec.kind == "reward_model" and spec.model and self.suite.resolve_path(spec.model).is_dir():
+            spec = dataclasses.replace(spec, model=str(self.suite.resolve_path(spec.model)))  # relative to the suite file
+        return make_judge(spec, cache_root=self.cache.root.parent)
 
     @cached_property
     def reference_dir(self) -> Path:
@@ -295,8 +350,10 @@ class SuiteArtifacts:
     def load_reference(self):
         from harness.training.models import load_policy
 
+        from harness.training.device import place
+
         model, _ = load_policy(self.reference_dir, self.suite.policy.trust_remote_code)
-        return model
+        return place(model)  # on the run's device (harness.training.device)
 
     @cached_property
     def reference_model(self):
@@ -313,24 +370,29 @@ class SuiteArtifacts:
         s = self.suite
         if s.pairs.kind == "file":
             return pairs_file_prompts(s.resolve_path(s.pairs.path))
+        if s.pairs.kind == "dataset":
+            return self.dataset_prompts[0]
         return make_prompts(self.corpus[0], s, self.preset.train_prompts, "train",
                             field=f"presets.{self.preset_name}.train_prompts")
 
     @cached_property
     def eval_prompts(self) -> list[str]:
         """Evaluation-side prompts of the held-out documents; none equals a pair prompt (:func:`prompt_key`)."""
-        s, n, held_out = self.suite, self.preset.eval_prompts, self.corpus[1]
+        s, n = self.suite, self.preset.eval_prompts
+        if s.prompts.kind == "dataset":  # pairs.dataset.eval_split's prompts, none a pair prompt
+            return self.dataset_prompts[1]
+        held_out = self.corpus[1]
         # The corpus alone must give enough; sampled pair prompts are disjoint by construction (the
         # two sides never share a text), a pairs file's prompts are excluded on top.
         prompts = make_prompts(held_out, s, n, "eval", field=f"presets.{self.preset_name}.eval_prompts")
-        if s.pairs.kind != "file":
+        if s.pairs.kind not in ("file", "dataset"):
             return prompts
         file_prompts = self.pair_prompts
         try:
             return make_prompts(held_out, s, n, "eval", exclude=file_prompts)
         except UserError:
             left = len(prompt_pool(held_out, s, "eval", exclude=file_prompts))
-            raise UserError(f"{s.path}: pairs.path", s.pairs.path,
+            raise UserError(f"{s.path}: pairs.path", s.pairs.path or s.pairs.dataset.path,
                             f"preset {self.preset_name} asks for {n} evaluation prompts, but only {left} "
                             f"held-out prompts are not among the file's {len(file_prompts)} prompts "
                             "(evaluation prompts never repeat a pair prompt)") from None
@@ -348,7 +410,9 @@ class SuiteArtifacts:
 
     def encode_prompts(self, prompts: list[str], field: str, max_new_tokens: int) -> list[list[int]]:
         tok = self.tokenizer
-        ids = [[tok.bos_token_id] + tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        from harness.suites.prompting import encode_prompts
+
+        ids = encode_prompts(tok, prompts, self.suite.prompts.chat_template)  # BOS + text, or the chat template
         limit = self.suite.policy.max_length
         worst = max(range(len(ids)), key=lambda i: len(ids[i]))
         if len(ids[worst]) + max_new_tokens > limit:
@@ -377,6 +441,17 @@ class SuiteArtifacts:
         return pairs.assign(ref_chosen_logp=lp.ref_chosen_logp.to_numpy(),
                             ref_rejected_logp=lp.ref_rejected_logp.to_numpy())
 
+    def pairs_load_report(self) -> dict | None:
+        """pairs.kind dataset: the pairs artifact's load_report.json (rows, drops, length policy, gold check);
+        built here if it is not yet."""
+        if self.suite.pairs.kind != "dataset":
+            return None
+        path, built = self.cache.get_or_build("pairs", self.pairs_key, self._build_pairs)
+        if built:
+            self.built.append("pairs")
+        f = path / "load_report.json"
+        return json.loads(f.read_text()) if f.is_file() else None
+
     @property
     def train_pairs(self) -> pd.DataFrame:
         return self.pairs[self.pairs.split == "train"].reset_index(drop=True)
@@ -391,29 +466,39 @@ class SuiteArtifacts:
 
     # ------------------------------------------------------------------ builders
     def _build_reference(self, out: Path) -> None:
+        from harness.suites.sources import model_source, tokenizer_source
         from harness.training.models import build_model, load_tokenizer, save_policy, train_bpe_tokenizer
         from harness.training.pretrain import train_causal_lm
 
         s = self.suite
-        train_docs, _ = self.corpus
+        # the corpus only when it is used (a pretrained base kept as π_SFT needs none: no dataset read for it)
+        train_docs = self.corpus[0] if s.tokenizer.kind == "train_bpe" or s.reference.kind == "train_on_corpus" else []
         if s.tokenizer.kind == "train_bpe":
             tok = train_bpe_tokenizer(train_docs, s.tokenizer.vocab_size)
         else:
-            tok = load_tokenizer(s.tokenizer, s.policy.trust_remote_code)
-        model = build_model(s.policy, tok, seeds.derive(s.seed, "init"))
+            tok = load_tokenizer(s.tokenizer, s.policy.trust_remote_code, source=tokenizer_source(s))
+        if s.prompts.chat_template and not getattr(tok, "chat_template", None):
+            raise UserError(s.path, "prompts.chat_template", "true, but the suite's tokenizer has no chat template")
+        model = build_model(s.policy, tok, seeds.derive(s.seed, "init"), source=model_source(s))
         if s.reference.kind == "train_on_corpus":
             steps = self.reference_key["reference"]["steps"]
             log = train_causal_lm(model, tok, train_docs, s.reference, steps, s.policy.max_length,
-                                  seeds.derive(s.seed, "pretrain"))
+                                  seeds.derive(s.seed, "pretrain"),
+                                  resume_dir=self.cache.resume_dir("reference", self.reference_key))
             pd.DataFrame(log).to_json(out / "train_log.jsonl", orient="records", lines=True)
         save_policy(model, tok, out)
 
     def _build_pairs(self, out: Path) -> None:
+        if self.suite.pairs.kind == "dataset":
+            from harness.suites.datasets import write_dataset_pairs
+
+            write_dataset_pairs(self, out)
+            return
         if self.suite.pairs.kind == "file":
             from harness.suites.pairs import read_pairs_file
 
             df = read_pairs_file(self.suite.resolve_path(self.suite.pairs.path), self.tokenizer,
-                                 self.suite.policy.max_length, self.suite.seed)
+                                 self.suite.policy.max_length, self.suite.seed, self.suite.prompts.chat_template)
             df.to_parquet(out / "pairs.parquet")
             return
         from harness.suites.pairs import label_pairs
@@ -466,6 +551,12 @@ class SuiteArtifacts:
         pd.DataFrame({"prompt_index": comp.prompt_index, "sample_index": comp.sample_index,
                       "completion": comp.texts, "length": comp.lengths, "finished": comp.finished,
                       "gold_reward": rewards}).to_parquet(out / "baseline.parquet")
+
+
+def _dataset_digest(suite: Suite, which: str = "pairs") -> dict:
+    from harness.suites.datasets import source_digest
+
+    return source_digest(suite, which)
 
 
 def _file_digest(path: Path) -> str:

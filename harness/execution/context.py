@@ -8,7 +8,8 @@ The interface, and the only way an algorithm reaches suite artifacts:
   ``evaluation`` (the suite's evaluation settings), ``reward_model(settings)`` (the learned reward model
   shared by every run with the same settings and seed), ``classifier_from_reference(tokenizer, purpose)``
   (a value model on π_SFT's body);
-- policy: ``init_policy()``, a fresh trainable copy of π_ref with dropout off;
+- policy: ``init_policy()``, a fresh trainable copy of π_ref with dropout off, on the run's device, with
+  LoRA adapters when the run's config turns LoRA on (``lora``; see :mod:`harness.training.lora`);
 - seeds: ``seed`` (the run's seed, for naming only) and ``seed_for(purpose)``, a seed derived from it
   for one purpose; ``data_seed`` is ``seed_for("data-order")``. Every random stream of a run is derived,
   so no two uses share a stream and a new use does not shift existing ones;
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.core import seeds
+from harness.core import seeds, tracking
 from harness.core.progress import say
 
 
@@ -32,7 +33,8 @@ class TrainContext:
     """What an algorithm's ``train`` sees: shared artifacts, its seed, logging and checkpoint hooks."""
 
     def __init__(self, art, seed: int, run_dir: Path, n_checkpoints: int, evaluate_checkpoint,
-                 resume_dir: Path | None = None, save_every: int = 0):
+                 resume_dir: Path | None = None, save_every: int = 0, lora: dict | None = None):
+        self.lora = lora  # LoRA settings of the run (harness.training.hparams.lora_settings), None: full fine-tuning
         self.resume_dir = resume_dir  # mid-run checkpoints (harness/training/resume.py); None: the backend has none
         self.save_every = save_every
         self.art = art
@@ -86,14 +88,27 @@ class TrainContext:
         return self.seed_for("data-order")
 
     def init_policy(self):
-        """A fresh, trainable copy of π_ref: every algorithm starts from the same weights."""
+        """A fresh, trainable copy of π_ref: every algorithm starts from the same weights, on the run's
+        device; with LoRA on, π_SFT with fresh adapters (only they train)."""
         import torch
 
+        from harness.training import device
         from harness.training.loop import disable_dropout
 
         torch.manual_seed(self.seed_for("policy-init"))  # seeds any newly initialised heads
         model = self.art.load_reference()
         disable_dropout(model)
+        res = device.current()
+        if res.gradient_checkpointing and getattr(model, "supports_gradient_checkpointing", False):
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
+        if self.lora:
+            from harness.training.lora import apply_lora, trainable_parameters
+
+            model = apply_lora(model, self.lora, "lora_target_modules")
+            trainable, total = trainable_parameters(model)
+            self.record(lora_trainable_parameters=trainable, total_parameters=total)
+        model = device.place(model)
         model.train()
         return model
 
@@ -115,6 +130,7 @@ class TrainContext:
         import json
 
         self._log.write(json.dumps({"step": step, **metrics}) + "\n")
+        tracking.log(step, metrics)  # --report-to (harness.core.tracking); a no-op by default
 
     def record(self, **facts) -> None:
         """Store run-level facts with the run's metrics (``metrics.json`` -> ``extra``)."""
@@ -127,6 +143,7 @@ class TrainContext:
     def checkpoint(self, step: int, model) -> None:
         metrics = self._evaluate_checkpoint(model, f"step {step}")
         self.trajectory.append({"step": step, **metrics})
+        tracking.log(step, metrics, prefix="eval/")
         model.train()
 
     def close(self) -> None:

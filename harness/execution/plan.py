@@ -36,7 +36,9 @@ class RunSpec:
 
     @property
     def hyperparameters(self) -> dict:
-        return dataclasses.asdict(self.config)
+        from harness.training.hparams import identity_hyperparameters
+
+        return identity_hyperparameters(dataclasses.asdict(self.config))
 
 
 def parse_sets(items: list[str] | None, where: str = "--set") -> dict[str, dict[str, Any]]:
@@ -153,23 +155,51 @@ def suite_identity(suite: Suite, preset_name: str) -> dict:
     from harness.core.hashing import non_default
 
     d = suite.as_dict()
+    from harness.suites.datasets import key_view
+
+    d["pairs"], d["data"] = key_view(suite.pairs), key_view(suite.data)  # fields of issue 12 only when set
+    from harness.suites.spec import hash_view
+
+    d["policy"], d["prompts"] = hash_view(suite.policy), hash_view(suite.prompts)  # issue 10's only when set
     d.pop("presets")
     d.pop("description")
     d["judge"] = non_default(suite.judge)
+    # the lora: block enters through each run's resolved lora_* hyperparameters; the precision as resolved
+    # (plan_runs): a suite that leaves both at their defaults keeps its run ids
+    d.pop("lora", None)
+    d.pop("precision", None)
     preset = dataclasses.asdict(suite.preset(preset_name))
     preset.pop("algorithms")
+    preset.pop("lora", None)
     return {"suite": d, "preset_name": preset_name, "preset": preset}
+
+
+def lora_defaults(suite: Suite, preset_name: str, config_cls) -> dict:
+    """The suite's (and preset's) lora: block as ``lora_*`` hyperparameter values, for an algorithm
+    whose config has them; only the keys that differ from the config's defaults (run ids stay put)."""
+    fields = {f.name: f.default for f in dataclasses.fields(config_cls)}
+    if "lora_r" not in fields and "rm_lora_r" not in fields:
+        return {}
+    spec = suite.lora_for(preset_name)
+    values = {}
+    for prefix in ("", "rm_"):  # the policy's (native trainers) and the learned reward model's (TRL)
+        values.update({f"{prefix}lora_r": spec.r, f"{prefix}lora_alpha": spec.alpha,
+                       f"{prefix}lora_dropout": spec.dropout, f"{prefix}lora_target_modules": spec.target_modules})
+    return {k: v for k, v in values.items() if k in fields and v != fields[k]}
 
 
 def plan_runs(suite: Suite, preset_name: str, algorithms: list[str], seed_list: list[int],
               overrides: dict[str, dict[str, Any]], sampler: str,
               sweeps: dict[str, dict[str, list[Any]]] | None = None,
               eval_checkpoints: int | None = None, artifacts: dict | None = None,
-              set_where: str = "--set", sweep_where: str = "--sweep") -> list[RunSpec]:
+              set_where: str = "--set", sweep_where: str = "--sweep", precision: str = "fp32") -> list[RunSpec]:
     """Every (algorithm, hyperparameter point, seed) to run. Each algorithm's swept keys form a grid
     (their cross product); grids of different algorithms are independent; all are crossed with seeds.
-    ``set_where``/``sweep_where`` name where overrides and sweeps came from in error messages."""
+    ``set_where``/``sweep_where`` name where overrides and sweeps came from in error messages.
+    ``precision``: the resolved one (harness.training.device); bf16 enters the identity, fp32 does not."""
     import itertools
+
+    from harness.training.hparams import identity_hyperparameters
 
     preset = suite.preset(preset_name)
     sweeps = sweeps or {}
@@ -192,9 +222,12 @@ def plan_runs(suite: Suite, preset_name: str, algorithms: list[str], seed_list: 
         base["artifacts"] = artifacts  # (generator, prompt split, a pairs file's contents) is another run
     if eval_checkpoints is not None:
         base["preset"]["eval_checkpoints"] = eval_checkpoints
+    if precision != "fp32":
+        base["precision"] = precision
     plan = []
     for algo in names:
-        values = dict(preset.algorithms.get(algo, {}))
+        lora = lora_defaults(suite, preset_name, specs[algo].config_cls)
+        values = {**lora, **dict(preset.algorithms.get(algo, {}))}
         # preset values are checked on their own first, so a bad one names the suite file
         specs[algo].make_config(values, f"{suite.path}: presets.{preset_name}.algorithms")
         values.update(overrides.get(algo, {}))
@@ -205,7 +238,8 @@ def plan_runs(suite: Suite, preset_name: str, algorithms: list[str], seed_list: 
             variant = specs[algo].cls(config).variant()
             for seed in seed_list:
                 identity = {**base, "algorithm": algo, "variant": variant,
-                            "hyperparameters": dataclasses.asdict(config), "seed": seed, "sampler": sampler}
+                            "hyperparameters": identity_hyperparameters(dataclasses.asdict(config)), "seed": seed,
+                            "sampler": sampler}
                 run_id = f"{algo}-s{seed}-{content_hash(identity, 10)}"
                 plan.append(RunSpec(algo, config, seed, variant, run_id, identity))
     return plan
@@ -225,6 +259,9 @@ class Request:
     sweep_file: str | None = None
     eval_checkpoints: int | None = None
     sampler: str = DEFAULT_SAMPLER
+    device: str = "auto"                   # resources: never part of a run's identity (bf16 precision is)
+    micro_batch_size: int | None = None
+    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -234,6 +271,7 @@ class Plan:
     runs: list[RunSpec]
     sampler: Any  # the resolved sampler object (``auto`` already decided)
     artifacts: Any  # the suite's shared artifacts (SuiteArtifacts), not built yet
+    resources: Any = None  # harness.training.device.Resources: device, precision, micro-batch (resolved)
 
 
 def make_plan(req: Request, cache_root: Path) -> Plan:
@@ -254,6 +292,9 @@ def make_plan(req: Request, cache_root: Path) -> Plan:
         raise UserError("SUITE", None, "empty suite name")
     suite = load_suite(req.suite)
     check_model_size(suite)
+    from harness.suites.sources import check_sources
+
+    check_sources(suite)  # the model and tokenizer exist here (folder, HF cache, GGUF), a chat template if asked
     if req.preset is not None and not req.preset:
         raise UserError("--preset", None, "empty preset name")
     preset = req.preset or sweep_file.get("preset") or "smoke"
@@ -304,10 +345,80 @@ def make_plan(req: Request, cache_root: Path) -> Plan:
     if pairs_table is not None:
         art.pair_prompts = list(dict.fromkeys(pairs_table.prompt.tolist()))  # the checked file's distinct prompts
     art.check_prompts()  # the preset's prompts exist (and a pairs file leaves enough): before any compute
+    if suite.pairs.kind == "dataset":  # the dataset's schema, load checks and length policy (prefbench check's)
+        from harness.suites.datasets import preflight_pairs
+
+        preflight_pairs(art)
     check_prompt_context(suite, art)
+    check_lora_targets(suite, draft, origin, preset)
+    from harness.training import device
+
+    # device and precision last: resolving them imports torch; one line and exit 2 if the machine lacks them
+    resources = device.configure(device.resolve(req.device, suite.precision, req.micro_batch_size,
+                                                req.gradient_checkpointing, precision_where=f"{suite.path}: precision"))
     runs = plan_runs(suite, preset, algorithms, seed_list, sets, sampler.name, sweeps, req.eval_checkpoints,
-                     art.hashes())
-    return Plan(suite, preset, runs, sampler, art)
+                     art.hashes(), precision=resources.precision)
+    return Plan(suite, preset, runs, sampler, art, resources)
+
+
+# module names of the architectures whose layers are known without loading the model (LoRA targets)
+KNOWN_MODULES = {
+    "gpt2": {"c_attn", "c_proj", "c_fc", "lm_head", "wte", "wpe"},
+    "llama": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head", "embed_tokens"},
+}
+KNOWN_MODULES["mistral"] = KNOWN_MODULES["qwen2"] = KNOWN_MODULES["llama"]
+
+
+def model_type(suite: Suite) -> str | None:
+    """The policy's model type without loading it: the config architecture, or a local folder's config.json."""
+    p = suite.policy
+    if p.kind == "config":
+        return p.architecture
+    if p.kind == "gguf":  # the file's header names its architecture (read without loading the weights)
+        try:
+            from gguf import GGUFReader
+
+            from harness.suites.sources import gguf_path
+
+            field = GGUFReader(str(gguf_path(suite))).fields["general.architecture"]
+            return bytes(field.parts[field.data[0]]).decode()
+        except Exception:  # noqa: BLE001 -- unknown here; the check then runs when the model is built
+            return None
+    if p.name_or_path:
+        import json
+
+        cfg = Path(p.name_or_path) / "config.json"
+        try:
+            if cfg.is_file() and cfg.stat().st_size < 10 ** 6:
+                t = json.loads(cfg.read_text(encoding="utf-8")).get("model_type")
+                return t if isinstance(t, str) else None
+        except (OSError, ValueError, AttributeError):
+            return None
+    return None
+
+
+def check_lora_targets(suite: Suite, runs: list[RunSpec], origin: dict, preset: str) -> None:
+    """LoRA target modules the model lacks: one line before any compute (where the model's module names
+    are known without loading it; otherwise when the policy is built)."""
+    if not any(getattr(r.config, f"{x}lora_r", 0) and getattr(r.config, f"{x}lora_target_modules", "all-linear")
+               .strip() != "all-linear" for r in runs for x in ("", "rm_")):
+        return  # nothing named: no need to know the model's modules
+    known = KNOWN_MODULES.get(model_type(suite) or "")
+    if known is None:
+        return
+    for run in runs:
+        for prefix in ("", "rm_"):
+            targets = getattr(run.config, f"{prefix}lora_target_modules", None)
+            if not getattr(run.config, f"{prefix}lora_r", 0) or targets is None or targets.strip() == "all-linear":
+                continue
+            names = [t.strip() for t in targets.split(",") if t.strip()]
+            missing = [t for t in names if t not in known]
+            if missing or not names:
+                key = f"{prefix}lora_target_modules"
+                where = origin.get((run.algorithm, key), f"{suite.path}: lora.target_modules")
+                raise UserError(where, ",".join(missing) or targets,
+                                f"{model_type(suite)} models have no such module ({run.algorithm}.{key}); they have: "
+                                f"{', '.join(sorted(known - {'wte', 'wpe', 'embed_tokens'}))} (or all-linear)")
 
 
 # ---------------------------------------------------------------------- preflight: resources

@@ -34,7 +34,7 @@ import traceback
 from pathlib import Path
 
 from harness import registry
-from harness.core import env, faults, seeds
+from harness.core import env, faults, interrupt, seeds, tracking
 from harness.core.errors import Diverged
 from harness.core.progress import say
 from harness.execution.context import TrainContext
@@ -49,8 +49,10 @@ def execute(plan: list[RunSpec], art, store: ResultsStore, force: bool = False, 
     suite = art.suite
     counts = {"ok": 0, "diverged": 0, "failed": 0, "reused": 0, "busy": 0}
     workers = Workers(art)  # started by the first run that is computed
+    stop = _StopRequests(workers)
     try:
         for k, run in enumerate(plan, 1):
+            stop.check(counts)
             head = f"[{k}/{len(plan)}] {run.algorithm} seed {run.seed} ({run.run_id})"
             if not force and store.is_complete(suite.name, run.run_id):
                 counts["reused"] += 1
@@ -66,13 +68,68 @@ def execute(plan: list[RunSpec], art, store: ResultsStore, force: bool = False, 
                     say(f"{head}: finished earlier, reused")
                     continue
                 say(f"{head}: running")
-                if not workers.prepared:
-                    workers.prepare(_artifacts_needed(plan[k - 1:]), head)
-                status = _execute_in_worker(workers, run, art, store, head, n_resamples, save_every)
+                try:
+                    if not workers.prepared:
+                        workers.prepare(_artifacts_needed(plan[k - 1:]), head)
+                    status = _execute_in_worker(workers, run, art, store, head, n_resamples, save_every)
+                except StoppedBySignal as e:
+                    e.counts = counts
+                    raise
                 counts[status] += 1
+        stop.check(counts)
     finally:
+        stop.restore()
         workers.close()
     return counts
+
+
+class StoppedBySignal(Exception):
+    """prefbench was asked to stop (Ctrl-C, SIGTERM) and stopped cleanly; ``counts`` so far."""
+
+    def __init__(self, signum: int, counts: dict):
+        self.signum, self.counts = signum, counts
+        super().__init__(interrupt.name(signum))
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class _StopRequests:
+    """The scheduling process's side of Ctrl-C and SIGTERM while it executes a plan: the first signal
+    is forwarded to the running worker (which saves a checkpoint at its next step and stops) and no
+    further run starts; a second is forwarded too (the worker stops at once); a third ends prefbench."""
+
+    def __init__(self, workers: Workers):
+        self.workers, self.signum, self.count = workers, None, 0
+        self._old = {}
+        try:
+            for s in interrupt.SIGNALS:
+                self._old[s] = signal.signal(s, self._handle)
+        except ValueError:  # not the main thread: signals keep their default meaning
+            self._old = {}
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        self.count += 1
+        if self.signum is None:
+            self.signum = signum
+            # os.write: a signal handler must not re-enter a buffered stream that may be mid-write
+            os.write(2, f"\nprefbench: {interrupt.name(signum)} received: stopping after the current step "
+                        "(saving a checkpoint); send it again to stop at once\n".encode())
+        if self.count >= 3:
+            self.restore()
+            self.workers.close(kill=True)
+            raise KeyboardInterrupt
+        self.workers.forward(signum)
+
+    def check(self, counts: dict) -> None:
+        if self.signum is not None:
+            raise StoppedBySignal(self.signum, counts)
+
+    def restore(self) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old = {}
 
 
 def _artifacts_needed(rest: list[RunSpec]) -> list[str]:
@@ -94,6 +151,22 @@ def _execute_in_worker(workers: Workers, run: RunSpec, art, store: ResultsStore,
     code, result = workers.run({"kind": "run", "run": run, "head": head, "staging": str(staging),
                                 "resume_dir": str(resume_dir), "n_resamples": n_resamples,
                                 "save_every": save_every, "seed": seeds.derive(run.seed, "process-globals")}, head)
+    if result and "interrupted" in result:
+        i = result["interrupted"]
+        where = (f"its {i['what']} state was saved at step {i['step']}; running the same command again resumes "
+                 "from there" if i["step"] is not None else
+                 f"stopped during {i['what'] or 'its evaluation'}; running the same command again runs it again"
+                 + (" from its last checkpoint" if (resume_dir / resume.META).is_file() else ""))
+        say(f"{head}: stopped by {interrupt.name(i['signal'])}; nothing of it was committed; {where}")
+        raise StoppedBySignal(i["signal"], {})
+    return finish_run(run, art, store, head, staging, resume_dir, code, result)
+
+
+def finish_run(run: RunSpec, art, store: ResultsStore, head: str, staging: Path, resume_dir: Path, code: int,
+               result: dict | None) -> str:
+    """Commit a claimed run whose worker ended with ``code`` and ``result`` (or commit nothing); its
+    status. Shared by every executor: the process holding the run's claim calls it."""
+    suite = art.suite
     if code != 0 or not result or result.get("status") not in ("ok", "diverged", "failed"):
         # nothing is committed: the staging folder is removed by the next claim of this run
         say(f"{head}: failed: its worker process exited with status {code} (output above); nothing was "
@@ -124,6 +197,8 @@ def _execute_one(run: RunSpec, art, staging: Path, resume_dir: Path, head: str, 
     config = {**run.identity, "run_id": run.run_id, "artifacts": art.hashes(), "library_versions": versions,
               "hardware": hw, "git_commit": commit, "judge": art.judge.identity,
               "trust_remote_code": suite.policy.trust_remote_code}
+    if suite.pairs.kind == "dataset":  # rows, drops, length policy and gold check of the data (report protocol)
+        config["pairs_load"] = art.pairs_load_report()
     write_json(staging / "config.json", config)
     eval_seed = seeds.derive(run.seed, "eval-sampling")
 
@@ -131,13 +206,18 @@ def _execute_one(run: RunSpec, art, staging: Path, resume_dir: Path, head: str, 
         _, m = evaluate_policy(model, art, eval_seed, n_resamples=1000, desc=label)
         return m
 
+    from harness.training import device, lora
+    from harness.training.hparams import lora_settings
+
     ctx = TrainContext(art, run.seed, staging, run.identity["preset"]["eval_checkpoints"], eval_checkpoint,
-                       resume_dir, save_every)
+                       resume_dir, save_every, lora=lora_settings(run.config))
+    tracking.start(suite.name, run.run_id, config)  # --report-to: live curves (the run folder stays the record)
     status, failure, metrics, timing = "ok", None, {}, {}
     t0 = time.time()
     try:
         algo = registry.get(run.algorithm).cls(run.config)
         model = algo.train(ctx)
+        model = lora.finish(model, staging)  # LoRA: adapter saved to the run folder, a merged copy evaluated
         timing["train_seconds"] = round(time.time() - t0, 2)
         t1 = time.time()
         samples, metrics = evaluate_policy(model, art, eval_seed, n_resamples=n_resamples, desc=run.algorithm)
@@ -153,11 +233,13 @@ def _execute_one(run: RunSpec, art, staging: Path, resume_dir: Path, head: str, 
     finally:
         ctx.close()
     timing["total_seconds"] = round(time.time() - t0, 2)
+    tracking.finish(status, metrics)
     write_json(staging / "metrics.json", {
         "run_id": run.run_id, "suite": suite.name, "suite_version": suite.version, "preset": art.preset_name,
         "algorithm": run.algorithm, "variant": run.variant, "hyperparameters": run.hyperparameters,
         "seed": run.seed, "status": status, "failure": failure, "metrics": metrics,
-        "trajectory": ctx.trajectory, "extra": ctx.extra, "timing": timing, "library_versions": versions})
+        "trajectory": ctx.trajectory, "extra": ctx.extra, "timing": timing, "library_versions": versions,
+        "resources": device.current().as_dict()})
     return status
 
 
@@ -208,21 +290,30 @@ def _worker_main(job: dict, result_fd: int, zygote: int) -> None:
     code = 1
     try:
         _die_with_parent(zygote)
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # the zygote ignores Ctrl-C; a worker does not
+        interrupt.install()  # Ctrl-C / SIGTERM (forwarded by the zygote): save what can be saved, stop
         if job["fault"]:
             os.environ["PREFBENCH_FAULT"] = job["fault"]
         else:
             os.environ.pop("PREFBENCH_FAULT", None)
         env.apply_threads()
+        env.quiet_libraries()
+        from harness.training import device
+
+        device.configure(job.get("resources"))  # device, precision, micro-batch of the invocation
         seeds.seed_globals(job["seed"])
         result = _run_job(job)
-        target = (job["fault"] or "").partition("@")[0]
+        target = faults.parse(job["fault"])[0] if job["fault"] else ""
         result["fault_hits"] = faults._counts.get(target, 0) if target else 0  # noqa: SLF001
         with os.fdopen(result_fd, "wb") as f:
             pickle.dump(result, f)
         code = 0
-    except KeyboardInterrupt:  # Ctrl-C reaches the scheduling process too, which reports it
-        code = 128 + signal.SIGINT
+    except interrupt.Interrupted as e:  # reported by the scheduling process, which asked for the stop
+        code = e.exit_code
+        try:
+            with os.fdopen(result_fd, "wb") as f:
+                pickle.dump({"interrupted": {"signal": e.signum, "step": e.step, "what": e.what}}, f)
+        except OSError:
+            pass
     except BaseException:  # noqa: BLE001 -- the scheduling process reports the status, the traceback is here
         traceback.print_exc()
     finally:
@@ -286,7 +377,17 @@ def _zygote_main(job_fd: int, result_fd: int, parent: int) -> None:
     except OSError:
         _LIBC = None
     _die_with_parent(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the scheduling process and the worker
+    current = {"pid": None}
+
+    def forward(signum, frame):  # noqa: ARG001 -- the scheduling process's stop request, for the worker
+        if current["pid"]:
+            try:
+                os.kill(current["pid"], signum)
+            except ProcessLookupError:
+                pass
+
+    for s in interrupt.SIGNALS:
+        signal.signal(s, forward)
     _preload()
     jobs, results = os.fdopen(job_fd, "rb"), os.fdopen(result_fd, "wb")
     me = os.getpid()
@@ -303,7 +404,9 @@ def _zygote_main(job_fd: int, result_fd: int, parent: int) -> None:
             os.close(result_fd)
             _worker_main(job, w, me)
         os.close(w)
+        current["pid"] = pid
         code = _wait(pid, job_fd)
+        current["pid"] = None
         chunks = []
         while chunk := os.read(r, 1 << 16):
             chunks.append(chunk)
@@ -351,9 +454,9 @@ class Workers:
         self.prepared = False
         self._proc: subprocess.Popen | None = None
         spec = os.environ.get("PREFBENCH_FAULT") or ""
-        target, _, nth = spec.partition("@")
+        target, nth, sig = faults.parse(spec) if spec else ("", 0, "")
         # fault points inside workers count over the whole invocation, as when runs were in-process
-        self._fault = (target, int(nth or 1)) if target and target != "run:commit" else None
+        self._fault = (target, nth, sig) if target and target != "run:commit" else None
         self._fault_hits = 0
 
     def prepare(self, kinds: list[str], head: str) -> None:
@@ -361,6 +464,12 @@ class Workers:
         self.prepared = True
         code, result = self.run({"kind": "prepare", "artifacts": kinds,
                                  "seed": seeds.derive(self.art.suite.seed, "process-globals")}, head)
+        if result and "interrupted" in result:
+            i = result["interrupted"]
+            saved = f"its state was saved at step {i['step']}" if i["step"] is not None else "nothing was saved"
+            say(f"building the suite artifacts ({i['what'] or ', '.join(kinds)}) stopped by "
+                f"{interrupt.name(i['signal'])}; {saved}; running the same command again continues")
+            raise StoppedBySignal(i["signal"], {})
         if code == 0 and result:
             self.art.built.extend(result.get("built", []))
 
@@ -370,8 +479,10 @@ class Workers:
         self._start()
         fault = None
         if self._fault and self._fault[1] - self._fault_hits >= 1:
-            fault = f"{self._fault[0]}@{self._fault[1] - self._fault_hits}"
-        job = {**job, "fault": fault}
+            fault = faults.unparse(self._fault[0], self._fault[1] - self._fault_hits, self._fault[2])
+        from harness.training import device
+
+        job = {"resources": device.current().as_dict(), **job, "fault": fault}  # a job may bring its own
         if self.art is not None:  # what a worker needs to open the suite's artifacts
             art = self.art
             job.update(suite=art.suite, preset=art.preset_name, cache_root=str(art.cache.root.parent),
@@ -413,17 +524,29 @@ class Workers:
         res_r, res_w = os.pipe()
         child_env = dict(os.environ)
         child_env.pop("PREFBENCH_FAULT", None)  # passed per job, counted over the invocation
+        if self._fault and self._fault[2]:  # a signal fault is sent to this process (harness.core.faults)
+            child_env["PREFBENCH_MAIN_PID"] = str(os.getpid())
         child_env.setdefault("PYTHONHASHSEED", "0")  # set and dict orders do not vary between processes
         root = str(Path(__file__).resolve().parents[2])
         boot = (f"import sys; sys.path.insert(0, {root!r}); from harness.execution.runner import _zygote_main; "
                 f"_zygote_main({job_r}, {res_w}, {os.getpid()})")
         try:
+            # a session of its own: Ctrl-C and a process-group SIGTERM reach only this process, which
+            # forwards them once (Workers.forward), so a worker sees each stop request exactly once
             self._proc = subprocess.Popen([sys.executable, "-c", boot], pass_fds=(job_r, res_w),
-                                          stdin=subprocess.DEVNULL, env=child_env)
+                                          stdin=subprocess.DEVNULL, env=child_env, start_new_session=True)
         finally:
             os.close(job_r)
             os.close(res_w)
         self._jobs, self._results = os.fdopen(job_w, "wb"), os.fdopen(res_r, "rb")
+
+    def forward(self, signum: int) -> None:
+        """Pass a stop request to the running worker (through the zygote)."""
+        if self._proc is not None:
+            try:
+                os.kill(self._proc.pid, signum)
+            except ProcessLookupError:
+                pass
 
     def close(self, kill: bool = False) -> None:
         """End the zygote (a running worker ends with it)."""

@@ -164,15 +164,19 @@ def _parquet_columns(path: Path, where: str) -> dict[str, list]:
         raise UserError(where, None, f"not a readable Parquet file ({' '.join(str(e).split())[:80]})") from None
 
 
-def read_pairs_file(path: Path, tokenizer, max_length: int, seed: int) -> pd.DataFrame:
-    """A user's preference dataset, strictly checked (:func:`load_pairs_table`), tokenized."""
+def read_pairs_file(path: Path, tokenizer, max_length: int, seed: int, chat_template: bool = False) -> pd.DataFrame:
+    """A user's preference dataset, strictly checked (:func:`load_pairs_table`), tokenized: prompts as
+    every other prompt (:func:`harness.suites.prompting.encode_prompts`), responses ended by the token a
+    reply ends with (the chat template's end-of-turn token, else EOS)."""
+    from harness.suites.prompting import encode_prompts, reply_end_id
+
     path = Path(path)
     where = str(path)
     df = load_pairs_table(path)
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    eos = reply_end_id(tokenizer, chat_template)
     enc = lambda col: tokenizer(df[col].tolist(), add_special_tokens=False)["input_ids"]
     P, C, R = enc("prompt"), enc("chosen"), enc("rejected")
-    prompt_ids = [[bos] + p for p in P]
+    prompt_ids = encode_prompts(tokenizer, df.prompt.tolist(), chat_template)
     longest = max(range(len(P)), key=lambda i: len(prompt_ids[i]))
     if len(prompt_ids[longest]) >= max_length:
         raise UserError(where, f"row {longest + 1}: prompt",

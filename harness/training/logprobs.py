@@ -25,6 +25,17 @@ class Batch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    def to(self, device) -> "Batch":
+        """The batch on ``device`` (itself when already there)."""
+        if self.input_ids.device == torch.device(device):
+            return self
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.target_mask.to(device))
+
+
+def model_device(model) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
 
 def collate(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int,
             max_length: int | None = None) -> Batch:
@@ -57,8 +68,13 @@ def _tempered(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def completion_logits(model, batch: Batch, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-softmax of logits/T over the vocabulary [B, L-1, V] in fp32, target ids [B, L-1])."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+    """(log-softmax of logits/T over the vocabulary [B, L-1, V] in fp32, target ids [B, L-1]), on the
+    model's device; the forward runs in the run's precision, the logits are upcast before the softmax."""
+    from harness.training.device import autocast
+
+    batch = batch.to(model_device(model))
+    with autocast():
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
     return torch.log_softmax(_tempered(logits, temperature), dim=-1), batch.input_ids[:, 1:]
 
 
@@ -74,17 +90,27 @@ def token_logps(model, batch: Batch, temperature: float = 1.0) -> torch.Tensor:
     For plain-head architectures only the completion positions go through the vocabulary projection
     (a third of a batch is prompt or padding here); the result equals the full-logits path.
     """
+    from harness.training.device import autocast
+
+    batch = batch.to(model_device(model))
     targets = batch.input_ids[:, 1:]
     mask = batch.target_mask
+    if hasattr(model, "get_base_model") and hasattr(model, "peft_config"):
+        # a PEFT (LoRA) model: its adapters live inside the wrapped model's layers (and follow
+        # ``disable_adapter()``), so the wrapped model computes the same function, plain head included
+        model = model.get_base_model()
     if type(model).__name__ in _PLAIN_HEAD:
-        hidden = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
-        where = mask.bool()
-        logits = _tempered(model.get_output_embeddings()(hidden[:, :-1][where]), temperature)
+        with autocast():
+            hidden = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+            where = mask.bool()
+            head = model.get_output_embeddings()(hidden[:, :-1][where])
+        logits = _tempered(head, temperature)
         picked = -torch.nn.functional.cross_entropy(logits, targets[where], reduction="none")
         out = torch.zeros(mask.shape, dtype=picked.dtype, device=picked.device)
         return out.masked_scatter(where, picked)
-    logits = _tempered(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1],
-                       temperature)
+    with autocast():
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+    logits = _tempered(logits, temperature)
     picked = -torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
     return picked * mask
 
@@ -97,9 +123,12 @@ def sequence_logps(model, batch: Batch, temperature: float = 1.0) -> torch.Tenso
 @torch.no_grad()
 def batched_sequence_logps(model, prompts, completions, pad_id: int, batch_size: int = 64,
                            max_length: int | None = None, temperature: float = 1.0) -> torch.Tensor:
+    from harness.training.device import current
+
+    batch_size = min(batch_size, current().micro_batch_size or batch_size)  # --micro-batch-size bounds memory
     model.eval()
     out = []
     for i in range(0, len(prompts), batch_size):
         b = collate(prompts[i:i + batch_size], completions[i:i + batch_size], pad_id, max_length)
         out.append(sequence_logps(model, b, temperature))
-    return torch.cat(out) if out else torch.zeros(0)
+    return torch.cat(out).cpu() if out else torch.zeros(0)

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from harness.training.hparams import OptimConfig
-from harness.core import faults
-from harness.training import resume
+from harness.core import faults, interrupt
+from harness.training import distributed, resume
 from harness.core.errors import Diverged
 from harness.core.progress import progress
 
@@ -60,12 +60,22 @@ def make_optimizer(model, cfg: OptimConfig, steps: int):
 
 
 def train_loop(model, batches: list[np.ndarray], step_fn: Callable[[np.ndarray], tuple[torch.Tensor, dict]],
-               cfg: OptimConfig, ctx, desc: str) -> None:
+               cfg: OptimConfig, ctx, desc: str, weight_fn: Callable[[np.ndarray], float] | None = None) -> None:
     """Run ``step_fn`` over ``batches``; ``step_fn(indices) -> (loss, metrics)``.
 
     Logs every step through ``ctx.log``, evaluates at ``ctx.checkpoint_steps`` through
     ``ctx.checkpoint``, and raises :class:`Diverged` on a non-finite loss or an exploding gradient.
+
+    Gradient accumulation: with a micro-batch size (``--micro-batch-size``, a resource setting, see
+    :mod:`harness.training.device`) smaller than the batch, ``step_fn`` sees consecutive micro-batches of
+    the step's indices and their gradients are summed with weights w_k = weight(micro_k) / weight(batch)
+    before the one optimizer step, so the update is the full batch's: ``loss`` must be a mean over the
+    micro-batch of what ``weight_fn`` counts (default: examples; SFT's token mean passes its token counts).
+    Logged metrics are the same weighted means (exact for means; approximate for quantiles).
     """
+    from harness.training.device import current, micro_batches
+
+    micro = current().micro_batch_size
     steps = len(batches)
     opt, sched = make_optimizer(model, cfg, steps)
     checkpoints = set(ctx.checkpoint_steps(steps))
@@ -74,15 +84,37 @@ def train_loop(model, batches: list[np.ndarray], step_fn: Callable[[np.ndarray],
         ctx.say(f"resumed from the checkpoint at step {start}/{steps}")
     ctx.record(train_steps=steps)
     bar = progress(total=steps, initial=start, desc=desc, unit="step")
+    with interrupt.deferred():  # Ctrl-C / SIGTERM: finish the step, save it, stop (harness.core.interrupt)
+        _steps(model, batches, step_fn, cfg, ctx, opt, sched, checkpoints, start, bar, micro, weight_fn)
+    bar.close()
+
+
+def _steps(model, batches, step_fn, cfg, ctx, opt, sched, checkpoints, start, bar, micro, weight_fn) -> None:
+    """The optimizer steps of :func:`train_loop` after ``start`` (the body of its stop-deferred block)."""
+    from harness.training.device import micro_batches
+
+    steps = len(batches)
+
+    def save_now(step):
+        if ctx.resume_dir:
+            resume.save(ctx.resume_dir, step, model, opt, sched, ctx)
+
+    interrupt.check(start if ctx.resume_dir and start else None, what="training")
     for step, idx in enumerate(batches, start=1):
         if step <= start:
             continue
         model.train()
-        loss, metrics = step_fn(idx)
-        if not torch.isfinite(loss):
-            raise Diverged(step, f"non-finite loss ({loss.item()})")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        idx, share = distributed.share(idx, weight_fn)  # data parallel: this process's part (alone: all)
+        chunks = micro_batches(idx, micro)
+        if len(chunks) == 1:
+            loss, metrics = step_fn(idx)
+            if not torch.isfinite(loss):
+                raise Diverged(step, f"non-finite loss ({loss.item()})")
+            loss.backward()
+        else:
+            loss, metrics = _accumulate(step_fn, chunks, idx, weight_fn, step)
+        loss, metrics = distributed.reduce(model, loss, metrics, share)  # the global batch's gradient
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
         if not math.isfinite(grad_norm) or grad_norm > cfg.divergence_grad_norm:
             raise Diverged(step, f"gradient norm {grad_norm:.3g} above bound {cfg.divergence_grad_norm:g}")
@@ -94,9 +126,29 @@ def train_loop(model, batches: list[np.ndarray], step_fn: Callable[[np.ndarray],
         if step in checkpoints and step != steps:
             ctx.checkpoint(step, model)
         if ctx.resume_dir and ctx.save_every and step % ctx.save_every == 0 and step != steps:
-            resume.save(ctx.resume_dir, step, model, opt, sched, ctx)
+            save_now(step)
         faults.point("train:step")
-    bar.close()
+        interrupt.check(step if ctx.resume_dir else None, save=lambda: save_now(step), what="training")
+
+
+def _accumulate(step_fn, chunks, idx, weight_fn, step: int) -> tuple[torch.Tensor, dict]:
+    """Backward over micro-batches with weights summing to 1; (the batch's loss, weighted metrics)."""
+    count = weight_fn or len
+    total = float(count(idx))
+    loss_sum, sums = 0.0, {}
+    for chunk in chunks:
+        loss, metrics = step_fn(chunk)
+        if not torch.isfinite(loss):
+            raise Diverged(step, f"non-finite loss ({loss.item()})")
+        w = float(count(chunk)) / total if total else 1.0 / len(chunks)
+        (loss * w).backward()
+        loss_sum += float(loss.detach()) * w
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                sums[k] = sums.get(k, 0.0) + float(v) * w
+            else:
+                sums.setdefault(k, v)
+    return torch.tensor(loss_sum), sums
 
 
 def disable_dropout(model) -> None:

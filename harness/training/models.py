@@ -35,23 +35,53 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int):
                                    unk_token=None, model_max_length=1_000_000)
 
 
-def load_tokenizer(spec: TokenizerSpec, trust_remote_code: bool = False):
+def load_tokenizer(spec: TokenizerSpec, trust_remote_code: bool = False, source: dict | None = None):
+    """A pretrained tokenizer. ``source``: :func:`harness.suites.sources.tokenizer_source` (a checked local
+    folder, cached hub snapshot or GGUF file); without it, ``spec.name_or_path`` as given."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(spec.name_or_path, trust_remote_code=trust_remote_code)
+    src = dict(source or {"path": spec.name_or_path})
+    tok = AutoTokenizer.from_pretrained(src.pop("path"), trust_remote_code=trust_remote_code, **src)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
 
 
-def build_model(spec: PolicySpec, tokenizer, seed: int):
-    """A causal LM for ``spec``: randomly initialised from a config (seeded) or loaded."""
+def load_gguf_model(folder: str, gguf_file: str):
+    """A GGUF checkpoint dequantised to fp32, as a plain model of its architecture: transformers marks a
+    GGUF-loaded model as quantized and refuses to save it, so the weights move into a fresh model built
+    from the same config (every key matches; the logits are identical)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import contextlib
+    import io
+    import os
+
+    # transformers' GGUF reader draws a raw tqdm bar that its progress-bar switch does not reach
+    hide = os.environ.get("PREFBENCH_VERBOSE") != "1"
+    with contextlib.redirect_stderr(io.StringIO()) if hide else contextlib.nullcontext():
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = type(loaded)(config)
+    plain.load_state_dict(loaded.state_dict(), strict=True)
+    return plain
+
+
+def build_model(spec: PolicySpec, tokenizer, seed: int, source: dict | None = None):
+    """A causal LM for ``spec``: randomly initialised from a config (seeded) or loaded. ``source``:
+    :func:`harness.suites.sources.model_source` (checked local folder, cached hub snapshot or GGUF file)."""
     import torch
     from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-    if spec.kind == "pretrained":
-        model = AutoModelForCausalLM.from_pretrained(spec.name_or_path, trust_remote_code=spec.trust_remote_code,
-                                                     use_safetensors=True, dtype=torch.float32)
+    src = dict(source or {"path": spec.name_or_path})
+    if spec.kind == "gguf":
+        model = load_gguf_model(src["path"], src["gguf_file"])
+    elif spec.kind == "pretrained":
+        model = AutoModelForCausalLM.from_pretrained(src.pop("path"), trust_remote_code=spec.trust_remote_code,
+                                                     use_safetensors=True, dtype=torch.float32, **src)
     else:
         torch.manual_seed(seed)
         kwargs = dict(ARCH_DEFAULTS[spec.architecture])

@@ -34,10 +34,21 @@ class RewardModelFields:
     rm_epochs: float = hp(1.0, "reward model: passes over the training pairs", gt=0)
     rm_batch_size: int = hp(32, "reward model: preference pairs per step", ge=1)
     rm_normalize: bool = hp(True, "reward model: scale its output to std 1 over the training responses")
+    rm_lora_r: int = hp(0, "reward model: LoRA rank (0: full fine-tuning); default from the suite's lora: block",
+                        ge=0, le=4096)
+    rm_lora_alpha: float = hp(16.0, "reward model: LoRA alpha", gt=0)
+    rm_lora_dropout: float = hp(0.0, "reward model: dropout on the LoRA branch", ge=0, lt=1)
+    rm_lora_target_modules: str = hp("all-linear", "reward model: modules LoRA adapts (all-linear or names)")
 
 
 def rm_settings(cfg: Any) -> dict:
-    return {"lr": cfg.rm_lr, "epochs": cfg.rm_epochs, "batch_size": cfg.rm_batch_size, "normalize": cfg.rm_normalize}
+    """The settings that make a reward model (its cache key): LoRA enters only when on, so the key of a
+    fully fine-tuned reward model is unchanged."""
+    s = {"lr": cfg.rm_lr, "epochs": cfg.rm_epochs, "batch_size": cfg.rm_batch_size, "normalize": cfg.rm_normalize}
+    if getattr(cfg, "rm_lora_r", 0):
+        s["lora"] = {"r": int(cfg.rm_lora_r), "alpha": float(cfg.rm_lora_alpha), "dropout": float(cfg.rm_lora_dropout),
+                     "target_modules": str(cfg.rm_lora_target_modules)}
+    return s
 
 
 class RewardModel:
@@ -55,10 +66,14 @@ class RewardModel:
         import numpy as np
         import torch
 
+        from harness.training.device import autocast
+        from harness.training.logprobs import model_device
+
         self.model.eval()
+        dev = model_device(self.model)
         pad = self.pad_token_id
         out = []
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             for i in range(0, len(prompts), batch_size):
                 rows = [list(map(int, p)) + list(map(int, c))
                         for p, c in zip(prompts[i:i + batch_size], completions[i:i + batch_size])]
@@ -70,8 +85,8 @@ class RewardModel:
                 for j, r in enumerate(rows):
                     ids[j, :len(r)] = torch.tensor(r, dtype=torch.long)
                     att[j, :len(r)] = 1
-                out.append(self.model(input_ids=ids, attention_mask=att).logits[:, 0].float())
-        return torch.cat(out).double().numpy() if out else np.zeros(0)
+                out.append(self.model(input_ids=ids.to(dev), attention_mask=att.to(dev)).logits[:, 0].float())
+        return torch.cat(out).double().cpu().numpy() if out else np.zeros(0)
 
 
 def pairwise_accuracy(chosen_scores, rejected_scores) -> float:
@@ -115,7 +130,9 @@ def load_reward_model(path: Path, trust_remote_code: bool = False) -> RewardMode
     tok = AutoTokenizer.from_pretrained(str(path / "model"), trust_remote_code=trust_remote_code)
     for p in model.parameters():
         p.requires_grad_(False)
-    model.eval()
+    from harness.training.device import place
+
+    model = place(model).eval()
     return RewardModel(path, model, tok, json.loads((path / "info.json").read_text()))
 
 
@@ -157,7 +174,7 @@ def _build(art, seed: int, s: dict, out: Path) -> None:
         logs = train_reward_model(model, tok, [p + c for p, c in zip(P, C)], [p + r for p, r in zip(P, R)],
                                   lr=s["lr"], epochs=s["epochs"], batch_size=s["batch_size"],
                                   max_length=art.suite.policy.max_length, seed=seeds.derive(seed, "reward-model"),
-                                  workdir=out)
+                                  workdir=out, lora=s.get("lora"))
     rm = RewardModel(out, model, tok, {})
     train_c, train_r = rm.score(P, C), rm.score(P, R)
     std = float(np.concatenate([train_c, train_r]).std())

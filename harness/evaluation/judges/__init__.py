@@ -66,7 +66,8 @@ def make_judge(spec: JudgeSpec, cache_root: Path | None = None):
         from harness.evaluation.judges.reward_model import RewardModelJudge
 
         return RewardModelJudge(spec.model, target=spec.target, trust_remote_code=spec.trust_remote_code,
-                                batch_size=spec.batch_size, max_length=spec.max_length)
+                                batch_size=spec.batch_size, max_length=spec.max_length,
+                                label=getattr(spec, "label", None))
     if spec.kind == "llm_pairwise":
         for field in ("model", "base_url"):
             if not getattr(spec, field):

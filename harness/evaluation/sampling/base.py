@@ -1,7 +1,8 @@
 """The sampler interface: prompts in; n completions per prompt, token ids and text out; seeded.
 
 Every engine has the same semantics: ancestral sampling at the given temperature with no top-k or
-top-p truncation, stopping at EOS (kept as the last completion token) or at ``max_new_tokens``
+top-p truncation, stopping at EOS or the chat template's end-of-turn token
+(:func:`harness.suites.prompting.stop_token_ids`; kept as the last completion token) or at ``max_new_tokens``
 (then ``finished`` is False: the sample was truncated). Log-probabilities are never taken from a
 sampler: scoring is :mod:`harness.training.logprobs`' job.
 """
@@ -53,14 +54,17 @@ class Sampler(Protocol):
                settings: GenerationSettings, seed: int, desc: str = "sampling") -> Completions: ...
 
 
-def finish_completions(raw: list[list[int]], eos_id: int, max_new_tokens: int, tokenizer, n: int,
+def finish_completions(raw: list[list[int]], eos_id: int | Sequence[int], max_new_tokens: int, tokenizer, n: int,
                        engine: str) -> Completions:
-    """Cut each raw continuation after its first EOS and build :class:`Completions` (shared by engines)."""
+    """Cut each raw continuation after its first stop token (``eos_id``: EOS, or every stop id:
+    :func:`harness.suites.prompting.stop_token_ids`) and build :class:`Completions` (shared by engines)."""
+    stops = {int(eos_id)} if isinstance(eos_id, int) else {int(i) for i in eos_id}
     ids, finished = [], []
     for r in raw:
         r = list(r)[:max_new_tokens]
-        if eos_id in r:
-            r = r[: r.index(eos_id) + 1]
+        cut = next((k for k, t in enumerate(r) if t in stops), None)
+        if cut is not None:
+            r = r[: cut + 1]
             finished.append(True)
         else:
             finished.append(False)

