@@ -12,6 +12,7 @@ from typing import Literal
 from harness.core.config import hp
 from harness.registry import Algorithm, register
 
+from harness.training.hparams import LoraFields
 from harness.training.reward_model import RewardModelFields
 
 from algorithms.rloo import OnlineFields, run_online
@@ -26,7 +27,7 @@ class GRPOFields(OnlineFields):
 
 
 @dataclass
-class GRPOConfig(RewardModelFields, GRPOFields):
+class GRPOConfig(LoraFields, RewardModelFields, GRPOFields):
     pass
 
 

@@ -20,6 +20,7 @@ from typing import Literal
 
 from harness.core.config import hp
 from harness.registry import Algorithm, register
+from harness.training.hparams import LoraFields
 from harness.training.reward_model import RewardModelFields
 
 
@@ -51,13 +52,13 @@ class PPOCommonConfig:
 
 
 @dataclass
-class PPOConfig(RewardModelFields, PPOCommonConfig):
+class PPOConfig(LoraFields, RewardModelFields, PPOCommonConfig):
     value_init: Literal["reward_model", "reference"] = hp(
         "reward_model", "value network: a copy of the reward model, or π_SFT's body with a new head")
 
 
 @dataclass
-class PPOGTConfig(PPOCommonConfig):
+class PPOGTConfig(LoraFields, PPOCommonConfig):
     value_init: Literal["reference"] = hp("reference", "value network: π_SFT's body with a new head")
 
 
@@ -111,7 +112,12 @@ def run_ppo(algo: Algorithm, ctx, reward, value_model, tokenizer):
 
         raise UserError("--set", f"{algo.name}.batch_size",
                         f"got {cfg.batch_size}, larger than the {len(prompts)} training prompts")
-    policy = ctx.init_policy()
+    policy = ctx.init_policy(lora=False)  # with LoRA, TRL applies the adapters (π_ref: adapters disabled)
+    peft_config = None
+    if ctx.lora:
+        from harness.training.lora import lora_config
+
+        peft_config = lora_config(policy, ctx.lora, "lora_target_modules")
     extend_vocab(policy, tokenizer)
     total = num_updates(cfg.total_episodes, cfg.batch_size)
     bridge = make_log_bridge(ctx, CANONICAL, {"nan_keys": NAN_KEYS, "max_kl": cfg.max_kl},
@@ -119,7 +125,8 @@ def run_ppo(algo: Algorithm, ctx, reward, value_model, tokenizer):
                              desc=f"{algo.name} seed {ctx.seed}")
     try:
         facts = train_ppo(policy, value_model, reward, tokenizer, prompts, settings=settings,
-                          seed=ctx.seed_for(algo.name), workdir=ctx.run_dir, callbacks=[bridge])
+                          seed=ctx.seed_for(algo.name), workdir=ctx.run_dir, callbacks=[bridge],
+                          peft_config=peft_config)
     finally:
         bridge.close()
     shrink_vocab(policy, ctx.tokenizer)
@@ -127,7 +134,12 @@ def run_ppo(algo: Algorithm, ctx, reward, value_model, tokenizer):
     ctx.record(train_steps=facts["updates"], ppo_updates=facts["updates"], ppo_episodes=facts["episodes"],
                ppo_optimizer_steps=facts["optimizer_steps"], ppo_backend=facts["trl_backend"],
                train_prompts=len(prompts))
-    return policy
+    if peft_config is not None:
+        from harness.training.lora import trainable_parameters
+
+        trainable, total = trainable_parameters(facts["model"])
+        ctx.record(lora_trainable_parameters=trainable, total_parameters=total)
+    return facts["model"]  # with LoRA the PEFT model: the runner saves its adapter and evaluates it merged
 
 
 @register("ppo", "PPO-RLHF: reward model fitted to the pairs (TRL RewardTrainer), then PPO with a KL penalty "

@@ -14,6 +14,7 @@ from typing import Literal
 
 from harness.core.config import hp
 from harness.registry import Algorithm, register
+from harness.training.hparams import LoraFields
 from harness.training.reward_model import RewardModelFields
 
 
@@ -35,7 +36,7 @@ class OnlineFields:
 
 
 @dataclass
-class OnlineConfig(RewardModelFields, OnlineFields):
+class OnlineConfig(LoraFields, RewardModelFields, OnlineFields):
     pass
 
 
@@ -74,21 +75,32 @@ def run_online(algo: Algorithm, ctx, kind: str, extra: dict | None = None):
         def reward_fn(ps, completion_ids, texts):
             return rm.score([prompt_ids[p] for p in ps], completion_ids)
 
-    policy = ctx.init_policy()
+    policy = ctx.init_policy(lora=False)  # with LoRA, TRL applies the adapters (π_ref: adapters disabled)
+    peft_config = None
+    if ctx.lora:
+        from harness.training.lora import lora_config
+
+        peft_config = lora_config(policy, ctx.lora, "lora_target_modules")
     settings = {**online_settings(cfg, ctx), **(extra or {})}
     bridge = make_log_bridge(ctx, CANONICAL, {"nan_keys": NAN_KEYS, "max_kl": cfg.max_kl},
                              on_step=checkpoint_hook(ctx, cfg.steps, lambda: policy, tok), total_steps=cfg.steps,
                              desc=f"{algo.name} seed {ctx.seed}")
     try:
         facts = train_online(kind, policy, reward_fn, tok, prompts, settings=settings,
-                             seed=ctx.seed_for(algo.name), workdir=ctx.run_dir, callbacks=[bridge])
+                             seed=ctx.seed_for(algo.name), workdir=ctx.run_dir, callbacks=[bridge],
+                             peft_config=peft_config)
     finally:
         bridge.close()
     shrink_vocab(policy, tok)  # removes the position-id hook; the vocabulary is the suite's already
     neutral_generation_config(policy)
     ctx.record(train_steps=facts["steps"], online_completions=facts["completions"],
                online_backend=facts["trl_backend"], train_prompts=len(prompts), reward_function=cfg.reward)
-    return policy
+    if peft_config is not None:
+        from harness.training.lora import trainable_parameters
+
+        trainable, total = trainable_parameters(facts["model"])
+        ctx.record(lora_trainable_parameters=trainable, total_parameters=total)
+    return facts["model"]  # with LoRA the PEFT model: the runner saves its adapter and evaluates it merged
 
 
 @register("rloo", "RLOO: k samples per prompt, leave-one-out baseline, KL penalty in the reward (TRL RLOOTrainer); "

@@ -291,4 +291,33 @@ def test_reward_model_lora_settings_are_part_of_its_key_and_run_ids(tmp_path):
     assert "lora" not in rm_settings(full["ppo"].config) and "rm_lora_r" not in full["ppo"].hyperparameters
     assert rm_settings(lora["ppo"].config)["lora"]["r"] == 8
     assert lora["ppo"].run_id != full["ppo"].run_id
-    assert runs("lora: {r: 8}\n", {"ppo": {"rm_lora_r": 0}})["ppo"].run_id == full["ppo"].run_id
+    assert lora["ppo"].hyperparameters["lora_r"] == 8  # the suite's block reaches the PPO policy too
+    assert runs("lora: {r: 8}\n", {"ppo": {"rm_lora_r": 0, "lora_r": 0}})["ppo"].run_id == full["ppo"].run_id
+
+
+@pytest.mark.slow
+def test_lora_for_the_trl_online_algorithms_keeps_pi_ref_as_the_adapters_disabled(tmp_path, smoke_cache):
+    """PPO-GT, RLOO and GRPO (gold reward: no reward model to train) with LoRA: TRL trains adapters only,
+    π_ref is the same weights with the adapters off (one copy), so the training KL of the first batch,
+    measured before any update, is 0; each run saves its adapter and is evaluated merged."""
+    results = tmp_path / "results"
+    sets = {"ppo-gt": ["total_episodes=4", "batch_size=2", "num_mini_batches=1"], "rloo": ["steps=2", "prompts_per_step=2", "reward=gold"],
+            "grpo": ["steps=2", "prompts_per_step=2", "reward=gold"]}
+    argv = ["run", str(TINY), "--algorithms", ",".join(sets), "--results", str(results)]
+    for algo, items in sets.items():
+        for item in items + ["lora_r=4", "lr=1e-2"]:
+            argv += ["--set", f"{algo}.{item}"]
+    assert main(argv) == 0
+    runs = {json.loads(p.read_text())["algorithm"]: p.parent for p in results.glob("tiny/*/metrics.json")}
+    for algo in sets:
+        m = json.loads((runs[algo] / "metrics.json").read_text())
+        assert m["status"] == "ok" and m["hyperparameters"]["lora_r"] == 4, algo
+        assert 0 < m["extra"]["lora_trainable_parameters"] < m["extra"]["total_parameters"] / 5, algo
+        assert (runs[algo] / "adapter" / "adapter_model.safetensors").is_file(), algo
+        assert np.isfinite(m["metrics"]["kl"]), algo
+        log = [json.loads(line) for line in (runs[algo] / "train_log.jsonl").read_text().splitlines()]
+        if algo != "ppo-gt":  # the KL of the first batch, before the first update: π = π_ref exactly
+            assert abs(log[0]["kl"]) < 1e-6, log[0]
+    # RLOO's KL penalty alone gives the group non-zero advantages: its adapters moved the policy (on this
+    # tiny model VADER scores most completions 0, so GRPO's group-normalised advantages may all vanish)
+    assert json.loads((runs["rloo"] / "metrics.json").read_text())["metrics"]["kl"] > 0

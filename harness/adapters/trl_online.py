@@ -49,8 +49,12 @@ def prompt_texts(tokenizer, prompt_ids: Sequence[Sequence[int]], prompts: Sequen
 
 def train_online(kind: str, policy, reward_fn: Callable[[list[str], list[list[int]], list[str]], Sequence[float]],
                  tokenizer, prompts: Sequence[str], *, settings: dict, seed: int, workdir: Path,
-                 callbacks: list) -> dict:
+                 callbacks: list, peft_config=None) -> dict:
     """Optimise ``policy`` in place with ``kind`` = "rloo" or "grpo".
+
+    ``peft_config``: LoRA. TRL wraps ``policy`` in a PEFT model whose adapters alone train; π_ref is the
+    same weights with the adapters disabled (no second copy). The trained PEFT model is returned as
+    ``facts["model"]`` (``policy`` then holds its adapter layers).
 
     ``reward_fn(prompts, completion_ids, completion_texts) -> floats``: prompts as given here,
     completion ids up to and including EOS, texts decoded without special tokens.
@@ -91,19 +95,20 @@ def train_online(kind: str, policy, reward_fn: Callable[[list[str], list[list[in
     try:
         with quiet_transformers():
             trainer = Trainer(model=policy, reward_funcs=reward, args=args, train_dataset=ds,
-                              processing_class=tokenizer, callbacks=callbacks)
+                              processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
             for cb in (PrinterCallback, ProgressCallback):
                 trainer.remove_callback(cb)
             if getattr(trainer, "ref_model", None) is not None:
                 positions_from_attention_mask(trainer.ref_model)
-            elif s["beta"] != 0:
+            elif s["beta"] != 0 and peft_config is None:  # with LoRA, π_ref = the adapters disabled
                 raise RuntimeError(f"TRL {kind} built no reference model although beta={s['beta']}")
             trainer.train()
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    policy.eval()
+    model = trainer.model if peft_config is not None else policy
+    model.eval()
     return {"steps": int(s["steps"]), "completions": int(s["steps"] * s["prompts_per_step"] * s["num_generations"]),
-            "trl_backend": f"trl {_trl_version()} {Trainer.__name__}"}
+            "trl_backend": f"trl {_trl_version()} {Trainer.__name__}", "model": model}
 
 
 def _trl_version() -> str:

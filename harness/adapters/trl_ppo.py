@@ -89,12 +89,13 @@ def _skip_distributed_loading(trainer) -> None:
 
 
 def train_ppo(policy, value_model, reward: Any, tokenizer, prompts: Sequence[Sequence[int]], *,
-              settings: dict, seed: int, workdir: Path, callbacks: list) -> dict:
+              settings: dict, seed: int, workdir: Path, callbacks: list, peft_config=None) -> dict:
     """Optimise ``policy`` in place with PPO. ``reward``: a sequence-classification model (num_labels
     1) or a :class:`FunctionReward`. ``settings``: lr, kl_coef, kl_estimator, total_episodes,
     batch_size, num_mini_batches, ppo_epochs, response_length, temperature, cliprange, vf_coef,
     cliprange_value, gamma, lam, whiten_rewards, missing_eos_penalty. Returns run facts (number of
-    updates, optimizer steps, episodes)."""
+    updates, optimizer steps, episodes). ``peft_config``: LoRA on the policy (TRL wraps it; π_ref is the
+    same weights with the adapters disabled, no copy); the trained PEFT model is ``facts["model"]``."""
     quiet_trl()
     from datasets import Dataset
     from transformers import set_seed
@@ -106,9 +107,11 @@ def train_ppo(policy, value_model, reward: Any, tokenizer, prompts: Sequence[Seq
 
     s = settings
     out = Path(workdir) / "trl_ppo"
-    ref = copy.deepcopy(policy).eval()
-    for p in ref.parameters():
-        p.requires_grad_(False)
+    ref = None
+    if peft_config is None:
+        ref = copy.deepcopy(policy).eval()
+        for p in ref.parameters():
+            p.requires_grad_(False)
     if isinstance(reward, FunctionReward):
         reward_module = _function_reward_module(reward.fn, tokenizer.pad_token_id)
     else:
@@ -132,7 +135,7 @@ def train_ppo(policy, value_model, reward: Any, tokenizer, prompts: Sequence[Seq
         with quiet_transformers():  # per-update "generation_config + generation arguments" notices
             trainer = PPOTrainer(args=args, processing_class=tokenizer, model=policy, ref_model=ref,
                                  reward_model=reward_module, value_model=value_model, train_dataset=ds,
-                                 callbacks=callbacks)
+                                 callbacks=callbacks, peft_config=peft_config)
             _skip_distributed_loading(trainer)  # trl 1.12 + transformers 5.19
             for cb in (PrinterCallback, ProgressCallback):
                 trainer.remove_callback(cb)
@@ -142,8 +145,9 @@ def train_ppo(policy, value_model, reward: Any, tokenizer, prompts: Sequence[Seq
         shutil.rmtree(out, ignore_errors=True)
     facts = {"updates": int(args.num_total_batches), "episodes": int(args.num_total_batches * args.batch_size),
              "optimizer_steps": int(args.num_total_batches * s["ppo_epochs"] * s["num_mini_batches"]),
-             "trl_backend": f"trl {_trl_version()} experimental.ppo.PPOTrainer"}
-    policy.eval()
+             "trl_backend": f"trl {_trl_version()} experimental.ppo.PPOTrainer",
+             "model": trainer.policy_model if peft_config is not None else policy}
+    facts["model"].eval()
     return facts
 
 

@@ -256,9 +256,7 @@ class SuiteArtifacts:
 
         s = self.suite
         steps = self.preset.reference_steps if self.preset.reference_steps is not None else s.reference.steps
-        from harness.suites.datasets import key_view
-
-        return {"suite": s.name, "seed": s.seed, "tokenizer": s.tokenizer, "policy": hash_view(s.policy), "data": key_view(s.data),
+        return {"suite": s.name, "seed": s.seed, "tokenizer": s.tokenizer, "policy": hash_view(s.policy), "data": hash_view(s.data),
                 "reference": {**s.reference.__dict__, "steps": steps}, "generator": self._generator_version(),
                 **({} if s.policy.kind == "config" else {"source": fingerprint(s)}),  # the loaded weights' identity
                 **({"data_source": _dataset_digest(s, "data")} if s.data.kind in ("hf_dataset", "preference_chosen")
@@ -270,11 +268,9 @@ class SuiteArtifacts:
 
     @cached_property
     def pairs_key(self) -> dict:
-        from harness.suites.datasets import key_view
-
         s = self.suite
         return {"reference": self.reference_hash, "prompts": hash_view(s.prompts), "prompt_split": PROMPT_SPLIT,
-                "pairs": key_view(s.pairs), "judge": non_default(s.judge), "train_prompts": self.preset.train_prompts,
+                "pairs": hash_view(s.pairs), "judge": non_default(s.judge), "train_prompts": self.preset.train_prompts,
                 "sampler": self.sampler.name,
                 "pairs_file": _file_digest(s.resolve_path(s.pairs.path)) if s.pairs.kind == "file" else None,
                 **({"dataset": _dataset_digest(s)} if s.pairs.kind == "dataset" else {})}

@@ -87,9 +87,10 @@ class TrainContext:
         """The seed of the order in which training examples are visited."""
         return self.seed_for("data-order")
 
-    def init_policy(self):
+    def init_policy(self, lora: bool = True):
         """A fresh, trainable copy of π_ref: every algorithm starts from the same weights, on the run's
-        device; with LoRA on, π_SFT with fresh adapters (only they train)."""
+        device; with LoRA on, π_SFT with fresh adapters (only they train). ``lora=False``: without them,
+        for a trainer that applies ``self.lora`` itself (TRL's, through ``peft_config``)."""
         import torch
 
         from harness.training import device
@@ -102,7 +103,7 @@ class TrainContext:
         if res.gradient_checkpointing and getattr(model, "supports_gradient_checkpointing", False):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
-        if self.lora:
+        if self.lora and lora:
             from harness.training.lora import apply_lora, trainable_parameters
 
             model = apply_lora(model, self.lora, "lora_target_modules")

@@ -154,13 +154,11 @@ def suite_identity(suite: Suite, preset_name: str) -> dict:
     algorithm's preset values, or a default written out explicitly, leave the run id unchanged."""
     from harness.core.hashing import non_default
 
-    d = suite.as_dict()
-    from harness.suites.datasets import key_view
-
-    d["pairs"], d["data"] = key_view(suite.pairs), key_view(suite.data)  # fields of issue 12 only when set
     from harness.suites.spec import hash_view
 
-    d["policy"], d["prompts"] = hash_view(suite.policy), hash_view(suite.prompts)  # issue 10's only when set
+    d = suite.as_dict()
+    for section in ("pairs", "data", "policy", "prompts"):  # fields added later enter only when set
+        d[section] = hash_view(getattr(suite, section))
     d.pop("presets")
     d.pop("description")
     d["judge"] = non_default(suite.judge)

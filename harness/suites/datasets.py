@@ -81,24 +81,6 @@ class PreferenceDataSpec:
         return self.columns.get(name, name)
 
 
-# fields this module added to existing suite sections: left out of cache keys and run ids while at their
-# default, so suites that do not use them keep their artifacts and run ids
-ADDED_FIELDS = {"PairSpec": ("dataset",), "DataSpec": ("heldout_split",)}
-
-
-def key_view(spec) -> dict:
-    """A suite section as a dict for hashing, without :data:`ADDED_FIELDS` that hold their default."""
-    import dataclasses
-
-    d = dataclasses.asdict(spec)
-    for f in dataclasses.fields(spec):
-        if f.name in ADDED_FIELDS.get(type(spec).__name__, ()):
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            if getattr(spec, f.name) == default:
-                d.pop(f.name)
-    return d
-
-
 # ---------------------------------------------------------------------- where the data is
 @dataclass
 class Source:

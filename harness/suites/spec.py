@@ -272,17 +272,21 @@ class Suite:
         return d
 
 
-# fields of issue 10 (GGUF policies, chat templates, document prompts) added to existing sections: left out
-# of cache keys and run ids while at their default, so suites that do not use them keep their ids
-LATER_FIELDS = {"PolicySpec": ("gguf_file", "package"), "PromptSpec": ("kind", "chat_template")}
+# Fields added to existing sections after version 1 of the schema (GGUF policies, chat templates and
+# document prompts; preference datasets): left out of cache keys and run ids while at their default, so
+# suites that do not use them keep their artifacts and run ids. A field added later goes here.
+LATER_FIELDS = {"PolicySpec": ("gguf_file", "package"), "PromptSpec": ("kind", "chat_template"),
+                "PairSpec": ("dataset",), "DataSpec": ("heldout_split",)}
 
 
 def hash_view(spec) -> dict:
     """A suite section as a dict for hashing, without :data:`LATER_FIELDS` that hold their default."""
     d = dataclasses.asdict(spec)
     for f in dataclasses.fields(spec):
-        if f.name in LATER_FIELDS.get(type(spec).__name__, ()) and getattr(spec, f.name) == f.default:
-            d.pop(f.name)
+        if f.name in LATER_FIELDS.get(type(spec).__name__, ()):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if getattr(spec, f.name) == default:
+                d.pop(f.name)
     return d
 
 

@@ -10,12 +10,22 @@ RM_LORA_KEYS = tuple(f"rm_{k}" for k in LORA_KEYS)  # the learned reward model's
 
 
 @dataclass
-class OptimConfig:
-    """Optimisation hyperparameters every native trainer shares (subclassed per algorithm).
+class LoraFields:
+    """The policy's LoRA settings, in every trained algorithm's config (native trainers through
+    :class:`OptimConfig`; TRL-backed ones add this class to theirs).
 
     The ``lora_*`` fields come from the suite's (and preset's) ``lora:`` block unless ``--set`` overrides
     them per algorithm; ``lora_r: 0`` is full fine-tuning. They are part of the run identity only when
     LoRA is on (``lora_r > 0``), so full fine-tuning run ids do not depend on them."""
+    lora_r: int = hp(0, "LoRA rank (0: full fine-tuning); default from the suite's lora: block", ge=0, le=4096)
+    lora_alpha: float = hp(16.0, "LoRA scaling alpha (the update is scaled by alpha / r)", gt=0)
+    lora_dropout: float = hp(0.0, "dropout on the LoRA branch", ge=0, lt=1)
+    lora_target_modules: str = hp("all-linear", "modules LoRA adapts: all-linear, or comma-separated module names "
+                                                "(e.g. q_proj,v_proj)")
+
+
+@dataclass
+class _OptimFields:
     lr: float = hp(1e-4, "peak learning rate (AdamW)", gt=0)
     batch_size: int = hp(32, "preference pairs (or sequences) per optimizer step", ge=1)
     epochs: float = hp(1.0, "passes over the training data", gt=0)
@@ -23,11 +33,12 @@ class OptimConfig:
     weight_decay: float = hp(0.0, "AdamW weight decay", ge=0)
     max_grad_norm: float = hp(10.0, "gradient clipping norm", gt=0)
     divergence_grad_norm: float = hp(1e6, "a pre-clip gradient norm above this ends the run as diverged", gt=0)
-    lora_r: int = hp(0, "LoRA rank (0: full fine-tuning); default from the suite's lora: block", ge=0, le=4096)
-    lora_alpha: float = hp(16.0, "LoRA scaling alpha (the update is scaled by alpha / r)", gt=0)
-    lora_dropout: float = hp(0.0, "dropout on the LoRA branch", ge=0, lt=1)
-    lora_target_modules: str = hp("all-linear", "modules LoRA adapts: all-linear, or comma-separated module names "
-                                                "(e.g. q_proj,v_proj)")
+
+
+@dataclass
+class OptimConfig(LoraFields, _OptimFields):
+    """Optimisation hyperparameters every native trainer shares (subclassed per algorithm), then the
+    policy's LoRA settings (:class:`LoraFields`)."""
 
 
 def lora_settings(config) -> dict | None:

@@ -47,17 +47,25 @@ def check_targets(model, spec: str, where: str) -> None:
                         f"{linear} (or all-linear)")
 
 
-def apply_lora(model, settings: dict, where: str = "lora.target_modules"):
-    """``model`` wrapped in a PEFT LoRA model (base frozen, adapters trainable, initialised as PEFT does:
-    B = 0, so the wrapped model starts as π_SFT exactly)."""
-    from peft import LoraConfig, get_peft_model
+def lora_config(model, settings: dict, where: str = "lora.target_modules"):
+    """The PEFT ``LoraConfig`` of ``settings`` for ``model`` (its target modules checked): what
+    :func:`apply_lora` applies, and what TRL's trainers take as ``peft_config``."""
+    from peft import LoraConfig
 
     check_targets(model, settings["target_modules"], where)
     # GPT-2's attention and MLP projections are Conv1D (weights stored transposed): PEFT must know
     fan_in_fan_out = type(model).__name__.startswith("GPT2")
-    cfg = LoraConfig(r=settings["r"], lora_alpha=settings["alpha"], lora_dropout=settings["dropout"],
-                     target_modules=target_modules(settings["target_modules"]), bias="none", task_type="CAUSAL_LM",
-                     fan_in_fan_out=fan_in_fan_out)
+    return LoraConfig(r=settings["r"], lora_alpha=settings["alpha"], lora_dropout=settings["dropout"],
+                      target_modules=target_modules(settings["target_modules"]), bias="none", task_type="CAUSAL_LM",
+                      fan_in_fan_out=fan_in_fan_out)
+
+
+def apply_lora(model, settings: dict, where: str = "lora.target_modules"):
+    """``model`` wrapped in a PEFT LoRA model (base frozen, adapters trainable, initialised as PEFT does:
+    B = 0, so the wrapped model starts as π_SFT exactly)."""
+    from peft import get_peft_model
+
+    cfg = lora_config(model, settings, where)
     import warnings
 
     with warnings.catch_warnings():
