@@ -52,7 +52,10 @@ def test_device_cuda_without_cuda_is_one_line(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("argv,needle", [(["--device", "gpu"], "--device"), (["--device", "cuda:x"], "--device"),
-                                         (["--micro-batch-size", "0"], "--micro-batch-size")])
+                                         (["--micro-batch-size", "0"], "--micro-batch-size"),
+                                         # KTO's reference point couples the batch: accumulation would change it
+                                         (["--algorithms", "kto", "--set", "kto.batch_size=4", "--micro-batch-size",
+                                           "2"], "kto: its reference point")])
 def test_bad_resource_flags_are_one_line(capsys, tmp_path, argv, needle):
     _one_line_exit_2(capsys, [str(TINY), *argv], tmp_path, needle)
 

@@ -356,7 +356,21 @@ def make_plan(req: Request, cache_root: Path) -> Plan:
                                                 req.gradient_checkpointing, precision_where=f"{suite.path}: precision"))
     runs = plan_runs(suite, preset, algorithms, seed_list, sets, sampler.name, sweeps, req.eval_checkpoints,
                      art.hashes(), precision=resources.precision)
+    check_micro_batches(runs, resources.micro_batch_size)
     return Plan(suite, preset, runs, sampler, art, resources)
+
+
+def check_micro_batches(runs: list[RunSpec], micro: int | None) -> None:
+    """Gradient accumulation reproduces the batch's update only for a loss that is a mean over
+    independent examples: an algorithm whose loss couples the batch (KTO's reference point) is refused
+    micro-batches smaller than its batch, before any compute."""
+    from harness.training.distributed import BATCH_COUPLED
+
+    for run in runs:
+        size = run.hyperparameters.get("batch_size")
+        if micro is not None and run.algorithm in BATCH_COUPLED and size and micro < size:
+            raise UserError("--micro-batch-size", str(micro), f"{run.algorithm}: {BATCH_COUPLED[run.algorithm]}, so "
+                            f"micro-batches would change its update; use at least its batch_size ({size}) or none")
 
 
 # module names of the architectures whose layers are known without loading the model (LoRA targets)
