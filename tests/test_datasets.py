@@ -528,3 +528,59 @@ try:
         assert all(c != r for c, r in zip(ex.chosen, ex.rejected))
 except ImportError:  # hypothesis is a test dependency (requirements.txt); without it this property is skipped
     pass
+
+
+def test_tldr_and_hh_win_rates_are_against_the_datasets_responses(hub_env, tmp_path):
+    """evaluation.baseline: dataset (tldr, hh-helpful): the win-rate opponent of each evaluation prompt is the
+    dataset's chosen response to it (TL;DR's human summary, HH's chosen reply), not a π_SFT sample, and
+    the headline table says whom the win rate is against."""
+    import pandas as pd
+
+    from harness.analysis.tables import win_opponent
+    from harness.suites.datasets import eval_references, examples
+
+    for name in ("tldr", "hh-helpful"):
+        art = _artifacts(hub_env["suites"][name], tmp_path / name)
+        assert art.suite.evaluation.baseline == "dataset"
+        base = art.baseline
+        prompts = art.eval_prompts
+        assert list(base.prompt_index) == list(range(len(prompts))) and base.finished.all()
+        refs = eval_references(art.suite, art.tokenizer, prompts)
+        assert base.completion.tolist() == refs
+        ex = examples(art.suite, art.suite.pairs.dataset.eval_split, art.tokenizer)
+        chosen = dict(zip(ex.prompt, ex.chosen))
+        assert all(chosen[p] == r for p, r in zip(prompts, refs))  # each prompt's own chosen response
+    assert win_opponent(pd.DataFrame({"win_baseline": ["dataset", "dataset"]})) == "dataset reference"
+    assert win_opponent(pd.DataFrame({"win_baseline": ["policy"]})) == "π_SFT"
+
+
+def test_a_dataset_baseline_needs_dataset_prompts(tmp_path):
+    from harness.core.errors import UserError
+    from harness.suites.spec import load_suite
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((Path(__file__).parent / "data" / "tiny.yaml").read_text().replace(
+        "evaluation: {max_new_tokens: 16,", "evaluation: {baseline: dataset, max_new_tokens: 16,"))
+    with pytest.raises(UserError, match="evaluation.baseline"):
+        load_suite(str(bad))
+
+
+def test_a_presets_evaluation_overrides_make_a_temperature_axis(tmp_path):
+    """tldr's full-t* presets: the preset's evaluation: block overrides the suite's for its runs only; every
+    temperature is its own run identity (and block), and a bad override is one line at load."""
+    from harness.core.errors import UserError
+    from harness.execution.plan import suite_identity
+    from harness.suites.spec import load_suite
+
+    s = load_suite("tldr")
+    temps = {p: s.for_preset(p).evaluation.temperature for p in s.presets}
+    assert temps["full"] == 1.0 and {temps[f"full-t{t}"] for t in ("0.25", "0.5", "0.75")} == {0.25, 0.5, 0.75}
+    assert s.for_preset("full-t0.5").evaluation.baseline == "dataset" and s.evaluation.temperature == 1.0
+    ids = {p: json.dumps(suite_identity(s.for_preset(p), p), sort_keys=True, default=str) for p in s.presets}
+    assert len(set(ids.values())) == len(ids)
+    tiny = (Path(__file__).parent / "data" / "tiny.yaml").read_text()
+    for over, needle in (("{temperature: -1}", "presets.smoke.evaluation"), ("{colour: red}", "colour")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(tiny.replace("  smoke:\n", f"  smoke:\n    evaluation: {over}\n", 1))
+        with pytest.raises(UserError, match=needle):
+            load_suite(str(bad))

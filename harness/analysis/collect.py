@@ -178,6 +178,8 @@ def _read_run(path: Path) -> dict:
         "resources_json": canonical_json(_dict(m.get("resources"))),  # device, precision, GPU (resource settings)
         "suite_version": str(m.get("suite_version", suite_cfg.get("version"))),
         "kl_kind": str(metrics_of(m).get("kl_kind") or "exact"),
+        # the win rates' opponent: π_SFT's samples, or the dataset's responses (evaluation.baseline)
+        "win_baseline": str(ev.get("baseline") or "policy"),
         "kl_temperature": _float(metrics_of(m).get("kl_temperature"), ev.get("temperature", 1.0)),
         "kl_upper_bound": _float(extra.get("kl_upper_bound"), np.nan),
         "rm_valid_accuracy": _float(extra.get("rm_valid_accuracy"), np.nan),

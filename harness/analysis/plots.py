@@ -76,6 +76,8 @@ def _metric_label(block: Block, m: str) -> str:
     if m == "gold_reward":
         return f"gold reward  [{judge_name(block)}, mean over prompts]"
     if m == "win_rate":
+        if "win_baseline" in block.runs and set(block.runs.win_baseline) == {"dataset"}:
+            return "win rate vs the dataset's reference response  [ties ½]"
         return "win rate vs π_SFT baseline sample  [ties ½]"
     return METRIC_LABELS.get(m, m)
 

@@ -58,7 +58,7 @@ def _glance(block: Block, r: dict, opts: Options) -> list[str]:
     out = []
     if live.empty:
         return ["- No run finished with status ok."]
-    for m, name in (("win_rate", "win rate vs π_SFT"), ("gold_reward", "gold reward")):
+    for m, name in (("win_rate", f"win rate vs {T.win_opponent(t)}"), ("gold_reward", "gold reward")):
         b = live[m].idxmax()
         x = live.loc[b]
         out.append(f"- Highest {name}: **{x.label}**, {x[m]:.3f} {T.ci(x[f'{m}_ci_low'], x[f'{m}_ci_high'])} "

@@ -116,6 +116,8 @@ def group_stats(block: Block, opts: Options) -> GroupStats:
     kinds = okr.groupby("group").kl_kind.agg(lambda s: next((k for k in weakest if (s == k).any()), "estimate"))
     table["kl_kind"] = kinds.reindex(table.index).fillna("exact")
     table["kl_temperature"] = okr.groupby("group").kl_temperature.mean().reindex(table.index)
+    if "win_baseline" in runs:  # constant within a block (the baseline artifact is part of its key)
+        table["win_baseline"] = runs.groupby("group").win_baseline.first().reindex(table.index)
     table["judge_unresolved"] = okr.groupby("group").judge_unresolved.sum().reindex(table.index)
     for c in ("kl_k1", "kl_k3", "kl_upper_bound", "rm_valid_accuracy"):
         table[c] = okr.groupby("group")[c].mean().reindex(table.index)

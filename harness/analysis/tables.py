@@ -183,6 +183,12 @@ def kl_header(t: pd.DataFrame) -> str:
     return "KL(π‖π_ref) (nats)"
 
 
+def win_opponent(t: pd.DataFrame) -> str:
+    """Whom the win rates are against: π_SFT (its samples) or the dataset's reference responses."""
+    kinds = set(t.win_baseline.dropna()) if "win_baseline" in t else set()
+    return "dataset reference" if kinds == {"dataset"} else "π_SFT"
+
+
 def kl_cell(r, d: int = 2) -> str:
     text = pm(r.kl, r.kl_ci_low, r.kl_ci_high, d)
     mark = KL_MARKS.get(getattr(r, "kl_kind", "exact"), "")
@@ -205,7 +211,7 @@ def headline_table(name: str, t: pd.DataFrame, opts: Options, block_name: str,
     optional = [(c, h) for c, h in (("judge_unresolved", "undecided pairs"), ("kl_upper_bound", "KL bound (nats)"),
                                     ("rm_valid_accuracy", "RM held-out acc."))
                 if c in t and t[c].notna().any() and (c != "judge_unresolved" or t[c].fillna(0).gt(0).any())]
-    headers = (["configuration", "seeds (ok/runs)", "gold reward", f"win rate vs π_SFT [{level}% CI]",
+    headers = (["configuration", "seeds (ok/runs)", "gold reward", f"win rate vs {win_opponent(t)} [{level}% CI]",
                 f"LC win rate [{level}% CI]", "length", "truncated", kl_header(t)] + [h for _, h in optional])
     rows = []
     for g, r in t.iterrows():
@@ -223,7 +229,9 @@ def headline_table(name: str, t: pd.DataFrame, opts: Options, block_name: str,
     caption = (f"{block_name}: one row per configuration over its seeds. Gold reward: mean ± half-width of the "
                f"{level}% CI; win rates: point [{level}% CI] (hierarchical bootstrap: seeds, then the shared "
                f"prompts; {opts.n_resamples} resamples). LC: length-controlled win rate (the win rate at equal "
-               "length to π_SFT's sample). length: mean completion tokens; truncated: share of samples without "
+               + ("length to π_SFT's sample). " if win_opponent(t) == "π_SFT" else "length to the dataset's reference "
+                  "response; win rates are against that response, not a π_SFT sample). ")
+               + "length: mean completion tokens; truncated: share of samples without "
                "EOS within the length cap. KL on the policy's own samples, exact per-step sum over the vocabulary"
                + (f" ({note})" if note else "") + "." + undecided + f" Bold: best. {selection_note(select is not None)}")
     cols = ["label", "algorithm", "variant", "hp_label", "n_seeds", "n_runs", "n_diverged", "n_failed",
@@ -245,7 +253,7 @@ def summary_table(name: str, t: pd.DataFrame, pairs: pd.DataFrame, bt: pd.DataFr
     elo = bt.set_index("group") if bt is not None and not bt.empty else pd.DataFrame(columns=["elo"])
     best_elo = int(elo.elo.idxmax()) if len(elo) and elo.elo.notna().any() else None
     headers = ["configuration", "seeds (ok/runs)", "diverged/failed", "failures k/n [CI]", "gold reward",
-               "gold IQM", "win rate vs π_SFT", "LC win rate", "length", kl_header(t), "Elo [CI]"]
+               "gold IQM", f"win rate vs {win_opponent(t)}", "LC win rate", "length", kl_header(t), "Elo [CI]"]
     rows = []
     for g, r in t.iterrows():
         label = r.label + (" ⚠" if r.mixed_versions else "")

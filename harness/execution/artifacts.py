@@ -279,7 +279,8 @@ class SuiteArtifacts:
     def baseline_key(self) -> dict:
         s = self.suite
         return {"reference": self.reference_hash, "prompts": hash_view(s.prompts), "prompt_split": PROMPT_SPLIT,
-                "evaluation": s.evaluation, "judge": non_default(s.judge), "eval_prompts": self.preset.eval_prompts,
+                "evaluation": hash_view(s.evaluation), "judge": non_default(s.judge),
+                "eval_prompts": self.preset.eval_prompts,
                 "sampler": self.sampler.name,  # a pairs file's prompts are kept out of the evaluation prompts
                 "pairs_file": _file_digest(s.resolve_path(s.pairs.path)) if s.pairs.kind == "file" else None,
                 **({"dataset": _dataset_digest(s)} if s.pairs.kind == "dataset" else {})}
@@ -533,6 +534,8 @@ class SuiteArtifacts:
 
         s = self.suite
         ev = s.evaluation
+        if ev.baseline == "dataset":
+            return self._build_dataset_baseline(out)
         comp = self.sampler.sample(PolicyHandle(self.tokenizer, self.reference_model, self.reference_dir),
                                    self.eval_prompt_ids, ev.samples_per_prompt,
                                    GenerationSettings(ev.max_new_tokens, ev.temperature, ev.batch_size),
@@ -546,6 +549,25 @@ class SuiteArtifacts:
             rewards = self.judge.score([prompts[i] for i in comp.prompt_index], comp.texts)
         pd.DataFrame({"prompt_index": comp.prompt_index, "sample_index": comp.sample_index,
                       "completion": comp.texts, "length": comp.lengths, "finished": comp.finished,
+                      "gold_reward": rewards}).to_parquet(out / "baseline.parquet")
+
+    def _build_dataset_baseline(self, out: Path) -> None:
+        """``evaluation.baseline: dataset``: the opponent of every policy sample is the dataset's chosen
+        response to its prompt (TL;DR's human reference summary, HH's chosen reply), not a π_SFT sample.
+        Its length counts the response's tokens plus EOS, as a finished completion's does."""
+        from harness.evaluation.judges import is_pairwise
+        from harness.suites.datasets import eval_references
+
+        s, prompts = self.suite, self.eval_prompts
+        refs = eval_references(s, self.tokenizer, prompts)
+        n = s.evaluation.samples_per_prompt
+        idx = [i for i in range(len(prompts)) for _ in range(n)]
+        texts = [refs[i] for i in idx]
+        lengths = [len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts]
+        rewards = (np.full(len(texts), np.nan) if is_pairwise(self.judge)
+                   else self.judge.score([prompts[i] for i in idx], texts))
+        pd.DataFrame({"prompt_index": idx, "sample_index": [k for _ in prompts for k in range(n)],
+                      "completion": texts, "length": lengths, "finished": [True] * len(texts),
                       "gold_reward": rewards}).to_parquet(out / "baseline.parquet")
 
 

@@ -157,7 +157,7 @@ def suite_identity(suite: Suite, preset_name: str) -> dict:
     from harness.suites.spec import hash_view
 
     d = suite.as_dict()
-    for section in ("pairs", "data", "policy", "prompts"):  # fields added later enter only when set
+    for section in ("pairs", "data", "policy", "prompts", "evaluation"):  # fields added later: only when set
         d[section] = hash_view(getattr(suite, section))
     d.pop("presets")
     d.pop("description")
@@ -169,6 +169,7 @@ def suite_identity(suite: Suite, preset_name: str) -> dict:
     preset = dataclasses.asdict(suite.preset(preset_name))
     preset.pop("algorithms")
     preset.pop("lora", None)
+    preset.pop("evaluation", None)  # it enters as the suite's evaluation block (Suite.for_preset)
     return {"suite": d, "preset_name": preset_name, "preset": preset}
 
 
@@ -297,6 +298,7 @@ def make_plan(req: Request, cache_root: Path) -> Plan:
         raise UserError("--preset", None, "empty preset name")
     preset = req.preset or sweep_file.get("preset") or "smoke"
     suite.preset(preset, "--preset" if req.preset else f"{req.sweep_file}: preset")
+    suite = suite.for_preset(preset)  # the preset's evaluation: overrides (e.g. a temperature axis)
     if req.algorithms is not None:
         algorithms = [a.strip() for a in req.algorithms.split(",") if a.strip()]
         if not algorithms:

@@ -875,6 +875,7 @@ def check_report(suite, preset_name: str, cache_root: Path) -> tuple[list[str], 
 
     lines, problems = [], []
     preset = suite.preset(preset_name)
+    suite = suite.for_preset(preset_name)
     lines.append(f"suite {suite.name} v{suite.version} ({suite.path}), preset {preset_name}: {preset.train_prompts} "
                  f"training prompts, {preset.eval_prompts} evaluation prompts")
 

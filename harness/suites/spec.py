@@ -112,6 +112,9 @@ class EvalSpec:
                                  "KL(π_T‖π_ref,T) (KL(π‖π_ref) at 1.0), recorded as kl_temperature", gt=0)
     samples_per_prompt: int = hp(1, "completions per evaluation prompt", ge=1, le=64)
     batch_size: int = hp(64, "prompts per sampling and scoring batch", ge=1, le=4096)
+    baseline: Literal["policy", "dataset"] = hp(
+        "policy", "what win rates compare against: π_SFT's own samples (policy), or the dataset's chosen response "
+                  "of each evaluation prompt (dataset: pairs.dataset.eval_split, e.g. TL;DR's reference summaries)")
 
     def validate(self):
         if not math.isfinite(self.temperature):
@@ -169,6 +172,8 @@ class PresetSpec:
     algorithms: dict[str, dict[str, Any]] = hp(default_factory=dict, help="per-algorithm hyperparameter defaults")
     lora: dict[str, Any] = hp(default_factory=dict, help="overrides of the suite's lora: block for this preset "
                                                         "(r, alpha, dropout, target_modules)")
+    evaluation: dict[str, Any] = hp(default_factory=dict, help="overrides of the suite's evaluation: block for this "
+                                    "preset (e.g. temperature: presets that differ only in it trace a temperature axis)")
 
 
 @dataclasses.dataclass
@@ -228,6 +233,9 @@ class Suite:
             return "data.kind", "preference_chosen reads pairs.dataset; set pairs.kind: dataset"
         if self.prompts.kind == "dataset" and not (self.pairs.kind == "dataset" and self.pairs.dataset.eval_split):
             return "prompts.kind", "dataset takes the evaluation prompts from pairs.dataset.eval_split; set both"
+        if self.evaluation.baseline == "dataset" and self.prompts.kind != "dataset":
+            return "evaluation.baseline", ("dataset compares with the dataset's responses to the evaluation prompts: "
+                                           "needs prompts.kind dataset (and pairs.kind dataset with an eval_split)")
         if self.pairs.kind == "dataset" and self.prompts.chat_template:
             return "prompts.chat_template", ("not with pairs.kind dataset: its prompts are used as the data has them "
                                              "(conversational data is rendered with the chat template already)")
@@ -256,6 +264,19 @@ class Suite:
         return build_spec(LoraSpec, {**dataclasses.asdict(self.lora), **over}, self.path,
                           prefix=f"presets.{preset_name}.lora")
 
+    def for_preset(self, preset_name: str) -> "Suite":
+        """The suite as a run under ``preset_name`` sees it: the preset's ``evaluation:`` overrides applied
+        (checked like the block itself). Everything downstream (artifacts, run identity, evaluation,
+        reports) reads this suite, so a preset's temperature is its own comparable block."""
+        from harness.core.config import build as build_spec
+
+        over = self.preset(preset_name).evaluation
+        if not over:
+            return self
+        ev = build_spec(EvalSpec, {**dataclasses.asdict(self.evaluation), **over}, self.path,
+                        prefix=f"presets.{preset_name}.evaluation")
+        return dataclasses.replace(self, evaluation=ev)
+
     def preset(self, name: str, where: str = "--preset") -> PresetSpec:
         if name not in self.presets:
             raise UserError(where, name, f"unknown preset of suite {self.name}; allowed: {', '.join(self.presets)}")
@@ -276,7 +297,8 @@ class Suite:
 # document prompts; preference datasets): left out of cache keys and run ids while at their default, so
 # suites that do not use them keep their artifacts and run ids. A field added later goes here.
 LATER_FIELDS = {"PolicySpec": ("gguf_file", "package"), "PromptSpec": ("kind", "chat_template"),
-                "PairSpec": ("dataset",), "DataSpec": ("heldout_split",)}
+                "PairSpec": ("dataset",), "DataSpec": ("heldout_split",), "EvalSpec": ("baseline",),
+                "PresetSpec": ("evaluation",)}
 
 
 def hash_view(spec) -> dict:
@@ -335,8 +357,11 @@ def load_suite_file(path: Path) -> Suite:
     problem = pretrained_context_problem(suite)
     if problem:
         raise UserError(where, *problem)
-    for pname in suite.presets:  # a preset's lora: overrides are checked with the file
+    for pname in suite.presets:  # a preset's lora: and evaluation: overrides are checked with the file
         suite.lora_for(pname)
+        problem = suite.for_preset(pname).validate()
+        if problem:
+            raise UserError(where, f"presets.{pname}.{problem[0]}", problem[1])
     return suite
 
 
