@@ -41,7 +41,7 @@ bench: $(STAMP)
 	$(VENV)/bin/prefbench run $(SUITE) --preset $(PRESET) --algorithms $(ALGORITHMS) --seeds $(SEEDS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	sh tests/run_suite.sh $(PY) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
