@@ -1,8 +1,9 @@
 #!/bin/sh
 # `make test`: the whole suite, in two pytest processes side by side so a 2-core machine is used fully.
 # The tests that drive other processes mostly single-threaded (crash and resume with PREFBENCH_THREADS=1,
-# determinism, a Ray cluster, two torchrun ranks) go in a process of their own beside everything else
-# (measured: one pytest alone kept 1.2 of 2 cores busy over 31 minutes). Each half's output is printed
+# determinism, a Ray cluster, two torchrun ranks) and the real-model suite go in a process of their own
+# beside everything else (measured on 2 cores: one pytest alone kept 1.2 cores busy over 31 minutes;
+# split without the real-model suite, the halves took 13 and 25 minutes). Each half's output is printed
 # in full, in turn; the exit status is the first failing half's. Extra pytest arguments run one pytest.
 # Usage: tests/run_suite.sh PYTHON [PYTEST_ARGS...]
 PY=$1
@@ -12,7 +13,7 @@ if [ $# -gt 0 ]; then
 fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-SIDE="tests/test_reliability.py tests/test_determinism.py tests/test_ray.py tests/test_accelerate.py"
+SIDE="tests/test_reliability.py tests/test_determinism.py tests/test_ray.py tests/test_accelerate.py tests/test_instruct_suite.py"
 # shellcheck disable=SC2086
 "$PY" -m pytest -q -p no:cacheprovider $SIDE >"$log" 2>&1 &
 side=$!
