@@ -29,7 +29,7 @@ if ! GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | 
 fi
 say "GPU: $GPU_NAME"
 
-OUT=${GPU_CHECK_OUT:-$(mktemp -d /tmp/prefbench-gpu-check.XXXXXX)}
+OUT=${GPU_CHECK_OUT:-$(mktemp -d -t prefbench-gpu-check.XXXXXX)}  # under $TMPDIR
 mkdir -p "$OUT"
 say "results and logs in $OUT"
 
