@@ -93,7 +93,7 @@ class KTO(Algorithm):
 
         cfg = self.config
         model = ctx.init_policy()
-        ref = ctx.init_policy().eval()  # frozen π_ref, for the mismatched pairs of z0
+        ref = ctx.init_policy(lora=False).eval()  # frozen π_ref, for the mismatched pairs of z0 (no adapters)
         ref.requires_grad_(False)
         pad, L = ctx.tokenizer.pad_token_id, ctx.max_length
         if cfg.unpaired_file:
