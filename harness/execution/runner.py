@@ -366,6 +366,31 @@ def _preload() -> None:
         registry.discover()
 
 
+def _uses_trl(job: dict) -> bool:
+    """The job trains with TRL: a TRL-backed algorithm's run, or the build of the reward model."""
+    if job.get("kind") == "prepare":
+        return "reward_model" in (job.get("artifacts") or ())
+    run = job.get("run")
+    try:
+        return "trl" in registry.get(run.algorithm).cls.patched_libraries
+    except Exception:  # noqa: BLE001 -- an unknown algorithm is the worker's to report
+        return False
+
+
+def _preload_trl() -> None:
+    """TRL's imports, once per zygote, before the first job that trains with TRL (see _preload)."""
+    import contextlib
+    import io
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # TRL's version warnings; the worker shows its own
+            from harness.adapters import preload_trl
+
+            preload_trl()
+    except Exception:  # noqa: BLE001 -- the worker imports again and reports the real error
+        pass
+
+
 def _zygote_main(job_fd: int, result_fd: int, parent: int) -> None:
     """Serve jobs from ``job_fd``: fork a worker per job, wait for it, answer {"code", "result"} on
     ``result_fd``. Ends when the scheduling process closes the job pipe (or dies)."""
@@ -391,11 +416,15 @@ def _zygote_main(job_fd: int, result_fd: int, parent: int) -> None:
     _preload()
     jobs, results = os.fdopen(job_fd, "rb"), os.fdopen(result_fd, "wb")
     me = os.getpid()
+    trl_loaded = False
     while True:
         try:
             job = pickle.load(jobs)
         except EOFError:
             os._exit(0)
+        if not trl_loaded and _uses_trl(job):
+            _preload_trl()
+            trl_loaded = True
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
