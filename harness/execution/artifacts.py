@@ -47,6 +47,11 @@ class ArtifactCache:
         artifact is in place (a build stopped by a signal continues from it next time)."""
         return self.root / f".resume-{kind}-{content_hash({'format': ARTIFACT_FORMAT, 'kind': kind, **key})}"
 
+    def existing(self, kind: str, key: dict) -> Path | None:
+        """The artifact's folder if it was built, else None (nothing is created)."""
+        final = self.root / f"{kind}-{content_hash({'format': ARTIFACT_FORMAT, 'kind': kind, **key})}"
+        return final if final.is_dir() else None
+
     def get_or_build(self, kind: str, key: dict, build: Callable[[Path], None]) -> tuple[Path, bool]:
         """(folder, built_now). ``build(tmp)`` fills a fresh folder that is renamed into place."""
         h = content_hash({"format": ARTIFACT_FORMAT, "kind": kind, **key})
@@ -237,6 +242,7 @@ class SuiteArtifacts:
         self.cache = ArtifactCache(Path(cache_root) / suite.name)
         self._sampler = sampler
         self.built: list[str] = []  # kinds built (not reused) by this process, for the user and tests
+        self.read_only = False  # preflight (prefbench run's plan, prefbench check): nothing is written
 
     # ------------------------------------------------------------------ keys
     def _generator_version(self) -> int:
@@ -312,6 +318,9 @@ class SuiteArtifacts:
         if self.suite.data.kind not in ("synthetic_reviews", "synthetic_instructions"):
             return load_corpus(self.suite)
         key = {"seed": self.suite.seed, "data": hash_view(self.suite.data), "generator": self._generator_version()}
+        if self.read_only:
+            cached = self.cache.existing("corpus", key)
+            return json.loads((cached / "documents.json").read_text(encoding="utf-8")) if cached else load_corpus(self.suite)
 
         def build(tmp: Path) -> None:
             (tmp / "documents.json").write_text(json.dumps(load_corpus(self.suite), ensure_ascii=False),

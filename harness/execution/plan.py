@@ -342,6 +342,7 @@ def make_plan(req: Request, cache_root: Path) -> Plan:
         libraries.add("vllm")
     check_patches(libraries)  # a library patch meeting another version stops here, not mid-sweep
     art = SuiteArtifacts(suite, preset, cache_root, sampler)
+    art.read_only = True
     if pairs_table is not None:
         art.pair_prompts = list(dict.fromkeys(pairs_table.prompt.tolist()))  # the checked file's distinct prompts
     art.check_prompts()  # the preset's prompts exist (and a pairs file leaves enough): before any compute

@@ -891,6 +891,7 @@ def check_report(suite, preset_name: str, cache_root: Path) -> tuple[list[str], 
         name = "hf"
 
     art = SuiteArtifacts(suite, preset_name, cache_root, _Sampler())
+    art.read_only = True
     # model and tokenizer
     if suite.policy.kind == "config":
         n = count_parameters(suite)
