@@ -15,7 +15,7 @@ from harness.registry import Algorithm, register
 from harness.training.hparams import LoraFields
 from harness.training.reward_model import RewardModelFields
 
-from algorithms.rloo import OnlineFields, run_online
+from algorithms.rloo import OnlineFields, check_online_launch, run_online
 
 
 @dataclass
@@ -35,6 +35,7 @@ class GRPOConfig(LoraFields, RewardModelFields, GRPOFields):
                   "(TRL GRPOTrainer); learned reward model or gold reward", GRPOConfig)
 class GRPO(Algorithm):
     patched_libraries = ("trl",)
+    check_launch = staticmethod(check_online_launch)  # data parallel under a launcher
 
     def variant(self) -> str:
         return "grpo-gt" if self.config.reward == "gold" else "grpo"

@@ -10,6 +10,14 @@ and the batch loss is their mean. Examples come from the suite's pairs (y_w desi
 undesirable; ``examples=one`` keeps one seeded side per pair, so no pair survives), or from an unpaired
 ``.jsonl`` file of ``{"prompt", "completion", "label": true|false}``. Implicit reward: β·r.
 TRL: KTOTrainer with loss_type="kto".
+
+Under a launcher (data parallel, :mod:`harness.training.distributed`) z0 is still the global batch's:
+each process forms the mismatched pairs of its own positions in the global batch (the completion one
+position back, across the boundary to the previous process's share), and the sum and count of their
+log-ratios are summed over the processes before z0 is taken, as TRL's KTOTrainer gathers its KL
+estimate. The logged desirable/undesirable reward means are global-batch means the same way.
+Micro-batches stay refused: the loop hands the step one micro-batch at a time, so z0 of the whole
+batch is not known before the first micro-batch's backward pass.
 """
 from __future__ import annotations
 
@@ -38,12 +46,15 @@ class KTOConfig(OptimConfig):
             return "unpaired_file", f"{self.unpaired_file!r} is not a .jsonl file"
 
 
-def kto_loss(logps, ref_logps, desirable, kl_logps, kl_ref_logps, beta: float, wd: float, wu: float):
+def kto_loss(logps, ref_logps, desirable, kl_logps, kl_ref_logps, beta: float, wd: float, wu: float, z0=None):
     """(losses [B], z0, rewards [B]): per-example KTO losses from summed log-probabilities, the batch's
-    reference point from mismatched-pair log-probabilities, and the implicit rewards β·r."""
+    reference point from mismatched-pair log-probabilities, and the implicit rewards β·r. ``z0``: the
+    reference point when the caller computed it over a larger batch (data parallel); the
+    mismatched-pair log-probabilities are then not read."""
     import torch
 
-    z0 = (kl_logps - kl_ref_logps).mean().clamp(min=0).detach()
+    if z0 is None:
+        z0 = (kl_logps - kl_ref_logps).mean().clamp(min=0).detach()
     r = logps - ref_logps
     good = wd * (1 - torch.sigmoid(beta * (r - z0)))
     bad = wu * (1 - torch.sigmoid(beta * (z0 - r)))
@@ -87,6 +98,7 @@ class KTO(Algorithm):
         import numpy as np
         import torch
 
+        from harness.training import distributed
         from harness.training.logprobs import batched_sequence_logps, collate, sequence_logps
         from harness.training.loop import seeded_batches, train_loop
         from harness.training.pairwise import HeldOut, model_device, on_device, weight_summary
@@ -120,23 +132,35 @@ class KTO(Algorithm):
             prompts, comps = [P[i] for i in idx], [Y[i] for i in idx]
             desirable = labels[idx].to(device)
             logps = sequence_logps(model, on_device(collate(prompts, comps, pad, L), device))
-            kl_batch = on_device(collate(prompts, comps[-1:] + comps[:-1], pad, L), device)
+            # mismatched pairs (x_i, y_{i-1}), rotated within the global batch (alone: this batch)
+            whole, start = distributed.gather_batch(idx)
+            mismatched = [Y[whole[(start + k - 1) % len(whole)]] for k in range(len(idx))]
+            kl_batch = on_device(collate(prompts, mismatched, pad, L), device)
             with torch.no_grad():
                 kl_pol, kl_ref = sequence_logps(model, kl_batch), sequence_logps(ref, kl_batch)
-            losses, z0, rewards = kto_loss(logps, ref_lp[idx].to(device), desirable, kl_pol, kl_ref, cfg.beta,
-                                           cfg.desirable_weight, cfg.undesirable_weight)
+            rw = cfg.beta * (logps.detach() - ref_lp[idx].to(device))  # the implicit rewards
+            z0 = None
+            if distributed.active():  # z0 and the reward means over the global batch: sums and counts
+                diff, d = (kl_pol - kl_ref).double(), desirable
+                kl_sum, n, ds, dn, us, un = distributed.all_sum(
+                    [diff.sum(), len(diff), rw[d].double().sum(), d.sum(), rw[~d].double().sum(), (~d).sum()])
+                z0 = torch.tensor(kl_sum / n, dtype=kl_pol.dtype, device=device).clamp(min=0)
+                means = {"rewards/desirable": (ds, dn), "rewards/undesirable": (us, un)}
+            else:
+                means = {"rewards/desirable": (float(rw[desirable].mean()), 1) if desirable.any() else (0, 0),
+                         "rewards/undesirable": (float(rw[~desirable].mean()), 1) if (~desirable).any() else (0, 0)}
+            losses, z0, _ = kto_loss(logps, ref_lp[idx].to(device), desirable, kl_pol, kl_ref, cfg.beta,
+                                           cfg.desirable_weight, cfg.undesirable_weight, z0=z0)
             with torch.enable_grad():  # weight on each example's reward: −∂ℓ/∂r̂ (desirable), +∂ℓ/∂r̂ (undesirable)
                 leaf = logps.detach().clone().requires_grad_(True)
                 ll, _, _ = kto_loss(leaf, ref_lp[idx].to(device), desirable, kl_pol, kl_ref, cfg.beta,
-                                    cfg.desirable_weight, cfg.undesirable_weight)
+                                    cfg.desirable_weight, cfg.undesirable_weight, z0=z0)
                 (g,) = torch.autograd.grad(ll.sum(), leaf)
             w = torch.where(desirable, -g, g) / cfg.beta
-            rw = rewards.detach()
             m = {"kl": float(z0), "logps/mean": float(logps.detach().mean())}
-            if desirable.any():
-                m["rewards/desirable"] = float(rw[desirable].mean())
-            if (~desirable).any():
-                m["rewards/undesirable"] = float(rw[~desirable].mean())
+            for key, (total, count) in means.items():
+                if float(count) > 0:
+                    m[key] = float(total) / float(count)
             m.update(weight_summary(w))
             return losses.mean(), m
 

@@ -98,6 +98,17 @@ def value_from_reference(ctx, tokenizer):
     return ctx.classifier_from_reference(tokenizer, "value-init")
 
 
+def check_ppo_launch(config, world: int):
+    """Under a launcher of ``world`` processes: (field, problem) when an update's prompts do not split
+    evenly over the processes, or a process's share not into ``num_mini_batches``; else None."""
+    if config.batch_size % world:
+        return "batch_size", f"{config.batch_size} prompts per update do not split evenly over {world} processes"
+    if (config.batch_size // world) % config.num_mini_batches:
+        return "num_mini_batches", (f"got {config.num_mini_batches}, must divide each process's share of the batch "
+                                    f"({config.batch_size} / {world} = {config.batch_size // world})")
+    return None
+
+
 def run_ppo(algo: Algorithm, ctx, reward, value_model, tokenizer):
     """Shared by ``ppo`` and ``ppo-gt``: PPO from π_ref, returned with the suite vocabulary."""
     from harness.adapters import checkpoint_hook, extend_vocab, make_log_bridge, shrink_vocab
@@ -134,6 +145,9 @@ def run_ppo(algo: Algorithm, ctx, reward, value_model, tokenizer):
     ctx.record(train_steps=facts["updates"], ppo_updates=facts["updates"], ppo_episodes=facts["episodes"],
                ppo_optimizer_steps=facts["optimizer_steps"], ppo_backend=facts["trl_backend"],
                train_prompts=len(prompts))
+    from algorithms.rloo import record_data_parallel
+
+    record_data_parallel(ctx, facts["model"], facts, "prompts")
     if peft_config is not None:
         from harness.training.lora import trainable_parameters
 
@@ -146,6 +160,7 @@ def run_ppo(algo: Algorithm, ctx, reward, value_model, tokenizer):
                  "to π_ref (TRL experimental PPO)", PPOConfig)
 class PPO(Algorithm):
     patched_libraries = ("trl",)
+    check_launch = staticmethod(check_ppo_launch)  # data parallel under a launcher
 
     def train(self, ctx):
         import copy
@@ -170,6 +185,7 @@ class PPO(Algorithm):
           PPOGTConfig)
 class PPOGT(Algorithm):
     patched_libraries = ("trl",)
+    check_launch = staticmethod(check_ppo_launch)  # data parallel under a launcher
 
     def train(self, ctx):
         from harness.adapters import trainer_tokenizer

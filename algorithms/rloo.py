@@ -49,6 +49,27 @@ def online_settings(cfg, ctx) -> dict:
     return s
 
 
+def check_online_launch(config, world: int):
+    """Under a launcher of ``world`` processes: (field, problem) when a step's completions do not split
+    evenly over the processes (each trains on an equal share), else None."""
+    n = config.prompts_per_step * config.num_generations
+    if n % world:
+        return "prompts_per_step", (f"a step's {config.prompts_per_step} × {config.num_generations} = {n} completions "
+                                    f"(prompts_per_step × num_generations) do not split evenly over {world} processes")
+    return None
+
+
+def record_data_parallel(ctx, model, facts: dict, unit: str) -> None:
+    """Under a launcher: check that every process ends with the same policy, and record the batch TRL
+    trained with (``extra.data_parallel``). Nothing alone."""
+    from harness.training import distributed
+
+    if distributed.active():
+        digest = distributed.agree_on_weights(model)
+        ctx.record(data_parallel=distributed.data_parallel_record(digest, facts["per_device_batch"],
+                                                                  facts["global_batch"], unit))
+
+
 def run_online(algo: Algorithm, ctx, kind: str, extra: dict | None = None):
     """Train with TRL's ``kind`` ("rloo" / "grpo") from π_ref against the configured reward."""
     from harness.adapters import checkpoint_hook, make_log_bridge, shrink_vocab
@@ -95,6 +116,7 @@ def run_online(algo: Algorithm, ctx, kind: str, extra: dict | None = None):
     neutral_generation_config(policy)
     ctx.record(train_steps=facts["steps"], online_completions=facts["completions"],
                online_backend=facts["trl_backend"], train_prompts=len(prompts), reward_function=cfg.reward)
+    record_data_parallel(ctx, facts["model"], facts, "completions")
     if peft_config is not None:
         from harness.training.lora import trainable_parameters
 
@@ -107,6 +129,7 @@ def run_online(algo: Algorithm, ctx, kind: str, extra: dict | None = None):
                   "learned reward model or gold reward", OnlineConfig)
 class RLOO(Algorithm):
     patched_libraries = ("trl",)
+    check_launch = staticmethod(check_online_launch)  # data parallel under a launcher
 
     def variant(self) -> str:
         return "rloo-gt" if self.config.reward == "gold" else "rloo"

@@ -32,7 +32,7 @@ from harness.core.progress import say
 
 # process settings the driver hands to every task (the rest of a Ray worker's environment is Ray's)
 ENV_PREFIXES = ("PREFBENCH_", "OMP_", "MKL_", "KMP_", "OPENBLAS_", "TOKENIZERS_", "PYTHONHASHSEED", "HF_",
-                "TRANSFORMERS_")
+                "TRANSFORMERS_", "WANDB_", "MLFLOW_")  # trackers (--report-to) read their settings there
 MAX_IN_FLIGHT = 256  # runs claimed and submitted at once (each holds a lock file open)
 
 

@@ -13,6 +13,13 @@ TRL builds the reference model itself from ``policy.config._name_or_path`` (ther
 The suite tokenizer is used as is (pad = EOS is harmless here: TRL masks by the first EOS and by
 explicit prompt masks), with the prompt's BOS given as text so TRL's tokenisation reproduces the
 harness's prompt ids exactly (checked).
+
+Under a launcher (``accelerate launch`` / ``torchrun``) the trainer runs data parallel through
+accelerate on the launch's process group (:func:`harness.training.distributed.join`): a step's
+``prompts_per_step × num_generations`` completions are split evenly over the processes (TRL's
+per-device batch), each process samples its share with its own seed (TRL seeds per process), rewards
+are gathered for the group baselines, and gradients are averaged (DDP). The global batch, and so the
+hyperparameters, are those of a single process; the samples are not.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from harness.adapters import hide_vllm_from_trl, positions_from_attention_mask, quiet_transformers
+from harness.training import distributed
 from harness.training.device import trainer_args
 
 # TRL's log keys -> the harness's canonical training-log names (units as in trl_ppo.CANONICAL)
@@ -65,15 +73,19 @@ def train_online(kind: str, policy, reward_fn: Callable[[list[str], list[list[in
 
     s = settings
     out = Path(workdir) / f"trl_{kind}"
+    distributed.join()  # under a launcher: accelerate uses the launch's process group (no-op alone)
+    completions = s["prompts_per_step"] * s["num_generations"]
     common = dict(
         output_dir=str(out), **trainer_args(),  # device, precision, checkpointing: harness.training.device
-        per_device_train_batch_size=s["prompts_per_step"] * s["num_generations"], gradient_accumulation_steps=1,
+        per_device_train_batch_size=distributed.per_device(completions, "batch of completions"),
+        gradient_accumulation_steps=1,
         num_generations=s["num_generations"], max_completion_length=s["max_completion_length"],
         temperature=s["temperature"], top_p=1.0, top_k=0, beta=s["beta"], learning_rate=s["lr"],
         lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=s["max_grad_norm"],
         num_iterations=s["num_iterations"], epsilon=s["epsilon"], max_steps=s["steps"], logging_steps=1,
         save_strategy="no", seed=seed, data_seed=seed, report_to="none", disable_tqdm=True,
-        disable_dropout=True, log_completions=False, dataloader_num_workers=0)
+        disable_dropout=True, log_completions=False, dataloader_num_workers=0,
+        log_level_replica="passive")  # under a launcher the other processes keep the harness's log level
     if kind == "rloo":
         hide_vllm_from_trl()
         from trl import RLOOConfig as Config, RLOOTrainer as Trainer
@@ -108,7 +120,10 @@ def train_online(kind: str, policy, reward_fn: Callable[[list[str], list[list[in
     model = trainer.model if peft_config is not None else policy
     model.eval()
     return {"steps": int(s["steps"]), "completions": int(s["steps"] * s["prompts_per_step"] * s["num_generations"]),
-            "trl_backend": f"trl {_trl_version()} {Trainer.__name__}", "model": model}
+            "trl_backend": f"trl {_trl_version()} {Trainer.__name__}", "model": model,
+            # what TRL trained with: completions per process and per optimizer step over all processes
+            "per_device_batch": int(args.per_device_train_batch_size),
+            "global_batch": int(args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps)}
 
 
 def _trl_version() -> str:

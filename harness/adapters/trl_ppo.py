@@ -13,6 +13,12 @@ response per prompt for ``batch_size`` prompts at ``temperature`` (top-k 0, top-
 adds the per-token penalty −kl_coef·KL(π‖π_ref) (estimator ``kl_estimator``, at the same
 temperature), and runs ``num_ppo_epochs`` × ``num_mini_batches`` clipped policy + value updates.
 The tokenizer must pad with a token distinct from EOS (see :mod:`harness.adapters`).
+
+Under a launcher (``accelerate launch`` / ``torchrun``) PPO runs data parallel through accelerate on
+the launch's process group (:func:`harness.training.distributed.join`): each update's ``batch_size``
+prompts are split evenly over the processes (TRL's per-device batch; its ``batch_size`` is the sum),
+each process samples its rollouts with its own seed (TRL offsets it by rank), and policy and value
+gradients are averaged (DDP). ``num_mini_batches`` then divides each process's share.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from harness.adapters import hide_vllm_from_trl, quiet_transformers, quiet_trl, require_patch
+from harness.training import distributed
 from harness.training.device import trainer_args
 
 # TRL's per-update log keys -> the harness's canonical training-log names. Units match the online
@@ -116,17 +123,20 @@ def train_ppo(policy, value_model, reward: Any, tokenizer, prompts: Sequence[Seq
         reward_module = _function_reward_module(reward.fn, tokenizer.pad_token_id)
     else:
         reward_module = reward
+    distributed.join()  # under a launcher: accelerate uses the launch's process group (no-op alone)
+    local = distributed.per_device(s["batch_size"], "batch of prompts")
     args = PPOConfig(
         output_dir=str(out), **trainer_args(),  # device, precision, checkpointing: harness.training.device
-        per_device_train_batch_size=s["batch_size"], gradient_accumulation_steps=1,
+        per_device_train_batch_size=local, gradient_accumulation_steps=1,
         num_mini_batches=s["num_mini_batches"], num_ppo_epochs=s["ppo_epochs"],
         total_episodes=s["total_episodes"], response_length=s["response_length"],
-        local_rollout_forward_batch_size=s["batch_size"], stop_token="eos",
+        local_rollout_forward_batch_size=local, stop_token="eos",
         missing_eos_penalty=s.get("missing_eos_penalty"), kl_coef=s["kl_coef"], kl_estimator=s["kl_estimator"],
         cliprange=s["cliprange"], vf_coef=s["vf_coef"], cliprange_value=s["cliprange_value"],
         gamma=s["gamma"], lam=s["lam"], whiten_rewards=s["whiten_rewards"], temperature=s["temperature"],
         learning_rate=s["lr"], weight_decay=0.0, num_sample_generations=0, save_strategy="no",
-        logging_steps=1, seed=seed, data_seed=seed, report_to="none", disable_tqdm=True)
+        logging_steps=1, seed=seed, data_seed=seed, report_to="none", disable_tqdm=True,
+        log_level_replica="passive")  # under a launcher the other processes keep the harness's log level
     ds = Dataset.from_dict({"input_ids": [list(map(int, p)) for p in prompts]})
     # PPOTrainer never runs Trainer.__init__ (which seeds everything): its mini-batch order comes from
     # numpy's global RNG, so without this a run would depend on what ran before it in the process
@@ -146,7 +156,9 @@ def train_ppo(policy, value_model, reward: Any, tokenizer, prompts: Sequence[Seq
     facts = {"updates": int(args.num_total_batches), "episodes": int(args.num_total_batches * args.batch_size),
              "optimizer_steps": int(args.num_total_batches * s["ppo_epochs"] * s["num_mini_batches"]),
              "trl_backend": f"trl {_trl_version()} experimental.ppo.PPOTrainer",
-             "model": trainer.policy_model if peft_config is not None else policy}
+             "model": trainer.policy_model if peft_config is not None else policy,
+             # what TRL trained with: prompts per process and per update over all processes
+             "per_device_batch": int(args.local_batch_size), "global_batch": int(args.batch_size)}
     facts["model"].eval()
     return facts
 

@@ -5,6 +5,10 @@ no EOS added, nothing re-tokenized), so the reward model sees exactly the token 
 scores and PPO generates. Loss: −log σ(r(x, y_w) − r(x, y_l)) (Bradley–Terry), as in TRL.
 Held-out accuracy is *not* taken from TRL (its ``eval_accuracy`` is a mean of per-batch means); the
 caller scores the held-out pairs itself (:mod:`harness.training.reward_model`).
+
+The reward model is a cached suite artifact: under a launcher one process builds it while the others
+wait for it on the artifact's lock, like π_SFT, so it trains in that process alone
+(:func:`harness.training.distributed.single_process`), and the launch resumes with the policy training.
 """
 from __future__ import annotations
 
@@ -25,9 +29,19 @@ def train_reward_model(model, tokenizer, chosen: Sequence[Sequence[int]], reject
     ``lora`` (r, alpha, dropout, target_modules): TRL trains PEFT LoRA adapters (``peft_config``; the
     score head trains fully, as PEFT does for SEQ_CLS) and they are merged into ``model`` in place
     afterwards, so the caller holds a plain model either way."""
+    from harness.training import distributed
+
+    with distributed.single_process():  # under a launcher: this process alone (the others wait for the artifact)
+        return _train(model, tokenizer, chosen, rejected, lr=lr, epochs=epochs, batch_size=batch_size,
+                      max_length=max_length, seed=seed, workdir=workdir, log_fn=log_fn, lora=lora)
+
+
+def _train(model, tokenizer, chosen, rejected, *, lr, epochs, batch_size, max_length, seed, workdir, log_fn,
+           lora) -> list[dict[str, Any]]:
     from datasets import Dataset
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
     from harness.adapters import hide_vllm_from_trl
     from harness.core.progress import progress
 

@@ -13,15 +13,22 @@ algorithms reach ``ctx.log`` through the adapters' log bridge, so they are track
 
 - ``tensorboard``: event files under ``<results>/_tracking/tensorboard/<suite>/<run-id>/`` (a retried
   run's folder is emptied first); ``tensorboard --logdir <results>/_tracking/tensorboard``.
-- ``wandb``: one W&B run per prefbench run (name and id = run id; project ``$WANDB_PROJECT``, default
-  ``prefbench``; ``WANDB_MODE=offline`` works without a network).
-- ``mlflow``: one MLflow run per prefbench run (run name = run id; ``$MLFLOW_TRACKING_URI``, default
-  ``<results>/_tracking/mlruns``; experiment ``$MLFLOW_EXPERIMENT_NAME``, default ``prefbench``).
+- ``wandb``: one W&B run per prefbench run (name and id = run id, group = suite; project
+  ``$WANDB_PROJECT``, default ``prefbench``; files under ``$WANDB_DIR``, default
+  ``<results>/_tracking/wandb``; ``WANDB_MODE=offline`` works without a network, ``wandb sync`` uploads
+  later). Curves are plotted against the metric ``step`` (the training step); final metrics go to the
+  run's summary.
+- ``mlflow``: one MLflow run per prefbench run (run name and tag ``prefbench.run_id`` = run id;
+  ``$MLFLOW_TRACKING_URI``, default the file store ``<results>/_tracking/mlruns``; experiment
+  ``$MLFLOW_EXPERIMENT_NAME``, default ``prefbench``). Final metrics are logged without a step.
+
+Under a launcher only the main process tracks (:func:`_main_process`).
 """
 from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -47,7 +54,13 @@ def check(report_to: str) -> None:
 
 
 def configure(report_to: str, results_root: Path) -> None:
-    """In the CLI: the choice and the tracking folder for every worker process this command starts."""
+    """In the CLI: the choice and the tracking folder for every worker process this command starts.
+
+    ``WANDB_MODE`` moves to ``PREFBENCH_WANDB_MODE`` (read by the W&B backend) whatever the choice:
+    transformers 5.19 prints "[INFO] Running in WANDB offline mode" to stdout when it imports its
+    integrations with ``WANDB_MODE=offline``, which the worker processes do, and stdout is the report."""
+    if "WANDB_MODE" in os.environ:
+        os.environ["PREFBENCH_WANDB_MODE"] = os.environ.pop("WANDB_MODE")
     if report_to == "none":
         os.environ.pop("PREFBENCH_REPORT_TO", None)
         return
@@ -97,42 +110,82 @@ class _TensorBoard:
         self.w.close()
 
 
+def _verbose() -> bool:
+    return os.environ.get("PREFBENCH_VERBOSE") == "1"
+
+
 class _WandB:
+    """wandb 0.31 (``requirements.txt``): tested offline (``WANDB_MODE=offline``), read back with ``wandb
+    leet inspect --json``. The run's console is not captured (stdout is prefbench's report), no system
+    metrics, git state or code are collected, and wandb says nothing unless ``--verbose``."""
+
     def __init__(self, root: Path, suite: str, run_id: str, config: dict):
         import wandb
 
-        root.mkdir(parents=True, exist_ok=True)
+        where = Path(os.environ.get("WANDB_DIR") or root)
+        where.mkdir(parents=True, exist_ok=True)
+        quiet = not _verbose()
+        settings = wandb.Settings(console="off", silent=quiet, quiet=quiet, show_info=not quiet,
+                                  x_disable_stats=True, x_disable_machine_info=True, x_save_requirements=False,
+                                  disable_git=True, save_code=False, disable_job_creation=True)
+        mode = os.environ.get("PREFBENCH_WANDB_MODE") or os.environ.get("WANDB_MODE") or None  # see configure()
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "prefbench"), name=run_id, id=run_id,
-                              group=suite, config=_flat(config), dir=str(root), resume="allow", reinit=True)
+                              group=suite, config=_flat(config), dir=str(where), resume="allow",
+                              reinit="finish_previous", settings=settings, mode=mode)
+        # the training step as every curve's x-axis: W&B's own step must only grow, and an evaluation may
+        # be logged after a later training step
+        self.run.define_metric("step")
+        self.run.define_metric("*", step_metric="step")
 
     def log(self, step: int, values: dict[str, float]) -> None:
-        self.run.log(values, step=step)
+        self.run.log({**values, "step": step})
 
     def finish(self, status: str, values: dict[str, float]) -> None:
         self.run.summary.update({**values, "status": status})
-        self.run.finish()
+        self.run.finish(exit_code=1 if status == "failed" else 0)
 
 
 class _MLflow:
+    """MLflow 3.17 (``mlflow-skinny`` in ``requirements.txt``). The default tracking URI is the file store
+    ``<results>/_tracking/mlruns``, which MLflow 3 keeps in maintenance mode behind
+    ``MLFLOW_ALLOW_FILE_STORE``: prefbench sets that variable for the file store it chose (a server or
+    database URI in ``MLFLOW_TRACKING_URI`` needs nothing). Metric names keep the characters MLflow
+    accepts (others become ``_``)."""
+
     def __init__(self, root: Path, suite: str, run_id: str, config: dict):
+        import logging
+
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            uri = (root / "mlruns").resolve().as_uri()
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # read when MLflow opens the file store
         import mlflow
 
-        if not os.environ.get("MLFLOW_TRACKING_URI"):
-            mlflow.set_tracking_uri((root / "mlruns").resolve().as_uri())
-        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", "prefbench"))
+        if not _verbose():  # after the import, which configures MLflow's loggers: no "creating experiment" notices
+            logging.getLogger("mlflow").setLevel(logging.WARNING)
+        mlflow.set_tracking_uri(uri)
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "prefbench")
+        try:
+            mlflow.set_experiment(name)
+        except Exception:  # noqa: BLE001 -- another process created it between MLflow's look-up and create
+            mlflow.set_experiment(name)
         self.mlflow = mlflow
         self.run = mlflow.start_run(run_name=run_id, tags={"prefbench.suite": suite, "prefbench.run_id": run_id})
         params = {k[:250]: str(v)[:500] for k, v in _flat(config).items()}
         for chunk in range(0, len(params), 100):
             mlflow.log_params(dict(list(params.items())[chunk:chunk + 100]))
 
+    @staticmethod
+    def _names(values: dict[str, float]) -> dict[str, float]:
+        return {re.sub(r"[^A-Za-z0-9_\-. /:]", "_", k)[:250]: v for k, v in values.items()}
+
     def log(self, step: int, values: dict[str, float]) -> None:
-        self.mlflow.log_metrics(values, step=step)
+        self.mlflow.log_metrics(self._names(values), step=step)
 
     def finish(self, status: str, values: dict[str, float]) -> None:
-        self.mlflow.log_metrics(values)
+        self.mlflow.log_metrics(self._names(values))
         self.mlflow.set_tag("prefbench.status", status)
-        self.mlflow.end_run(status="FINISHED" if status == "ok" else "FAILED")
+        self.mlflow.end_run(status="FAILED" if status == "failed" else "FINISHED")
 
 
 BACKENDS = {"tensorboard": _TensorBoard, "wandb": _WandB, "mlflow": _MLflow}
