@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # requirements-vllm.txt.
 WITH_VLLM  ?= 1
 
-.PHONY: install bench test test-fast report clean-results
+.PHONY: install bench test test-fast report reproduce clean-results
 
 $(STAMP): requirements.txt requirements-vllm.txt requirements-models.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: set PYTHON=/path/to/python3.11"; exit 1; }
@@ -45,6 +45,15 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# The committed reference comparison (results/reference/sentiment-paper): re-run its grid into a fresh
+# folder (re-running continues an interrupted one), rebuild the report and compare it with the committed
+# one; exit 1 if a table differs. About 90 minutes on 2 cores.
+REFERENCE     = results/reference/sentiment-paper
+REPRODUCE_DIR ?= results/reproduce
+reproduce: $(STAMP)
+	PREFBENCH_THREADS=1 $(VENV)/bin/prefbench run sentiment --sweep-file suites/sweeps/sentiment-paper.yaml --results $(REPRODUCE_DIR)
+	$(VENV)/bin/prefbench report --results $(REPRODUCE_DIR) --suite sentiment --dir $(REPRODUCE_DIR)/report --compare $(REFERENCE)/report
 
 report: $(STAMP)
 	$(VENV)/bin/prefbench report --suite $(SUITE)

@@ -224,6 +224,20 @@ def cmd_check(args) -> int:
     return 0
 
 
+def _compare_report(committed: Path, rebuilt: Path) -> int:
+    from harness.analysis.reproduce import REL_TOL, compare_reports
+
+    c = compare_reports(committed, rebuilt)
+    if c.ok:
+        print(f"same as {committed}: {len(c.compared)} files (Markdown, LaTeX and report.md identical; CSV numbers "
+              f"within {REL_TOL:g} relative, largest difference {c.max_rel:.1e})")
+        return 0
+    for line in c.differences:
+        print(f"  differs: {line}")
+    print(f"NOT the same as {committed}: {len(c.differences)} of {len(c.compared)} files differ", file=sys.stderr)
+    return 1
+
+
 def cmd_report(args) -> int:
     from harness.analysis import build_report, headline
     from harness.execution.results import ResultsStore
@@ -240,6 +254,13 @@ def cmd_report(args) -> int:
         raise UserError("--resamples", str(args.resamples), f"must be in 100..{MAX_RESAMPLES:,}")
     if args.dir is not None and args.out is not None:
         raise UserError("--out", args.out, "cannot be combined with --dir (the report folder holds every table)")
+    if args.compare is not None:
+        if args.dir is None:
+            raise UserError("--compare", args.compare, "needs --dir (the rebuilt report folder to compare)")
+        if not (_path("--compare", args.compare) / "tables").is_dir():
+            raise UserError("--compare", args.compare, "not a report folder (no tables/ in it)")
+        if _path("--dir", args.dir).resolve() == Path(args.compare).resolve():
+            raise UserError("--compare", args.compare, "is the --dir folder itself (it would be overwritten)")
     out_dir = _writable_folder("--dir", args.dir) if args.dir is not None else None
     out_file = _writable_file("--out", args.out) if args.out is not None else None
     if not any(ResultsStore(args.results).iter_runs(args.suite)):
@@ -255,6 +276,8 @@ def cmd_report(args) -> int:
         except OSError as e:
             raise UserError("--dir", args.dir, f"cannot write the report ({e.strerror or e})") from None
         print(f"report written to {out}")
+        if args.compare is not None:
+            return _compare_report(Path(args.compare), out_dir)
         return 0
     text = headline(Path(args.results), args.suite, None, args.format, **opts)
     if text == "(no finished runs)\n":  # every run there was unreadable (each reported above)
@@ -390,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--dir", default=None, metavar="FOLDER",
                     help="write the full report folder instead: tables (md, LaTeX, CSV), plots (PNG, PDF: "
                          "reward-KL frontier, seed stability, sensitivity, training curves) and report.md")
+    rp.add_argument("--compare", default=None, metavar="FOLDER",
+                    help="with --dir: then compare the tables and report.md with those of an earlier report folder "
+                         "(e.g. the committed results/reference/sentiment-paper/report); exit 1 if they differ")
     rp.add_argument("--kl-bound", type=float, default=50.0, metavar="NATS",
                     help="failure criterion: a run whose KL exceeds this counts as failed (default: 50)")
     rp.add_argument("--resamples", type=int, default=10000, metavar="N",

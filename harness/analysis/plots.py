@@ -21,7 +21,10 @@ from harness.analysis.options import Options  # noqa: E402
 from harness.analysis.tables import KL_MARKS  # noqa: E402
 
 FIXED_COLOURS = {REFERENCE: "#444444", "sft": "#e6862a", "dpo": "#1f77b4"}
-PALETTE = ["#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
+# distinct colours for the other algorithms, in order of appearance (a sweep of 12 algorithms once drew two
+# in the same green); a 20th algorithm and later reuse them
+PALETTE = ["#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#000075",
+           "#9a6324", "#f032e6", "#469990", "#800000", "#808000", "#42d4f4", "#aaffc3"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "h", "<", ">", "p", "d"]  # "*" is π_SFT's
 KL_LABEL = "KL(π‖π_SFT)  [nats per sequence]"
 SQRT_KL_LABEL = "√KL(π‖π_SFT)  [√nats per sequence]"
