@@ -1,7 +1,14 @@
 #!/usr/bin/env python
 """Native DPO vs TRL's DPOTrainer: training throughput side by side, plus a loss-agreement check.
 
-Both sides train a fresh copy of the ``sentiment`` suite's π_ref (smoke preset) on the same token
+Default workload: SmolLM2-135M-Instruct with LoRA (r 16, all linear layers) on a long-prompt fixture
+(prompts ~200 tokens, responses ~60), the code of ``bench_lora_dpo_vs_trl.py``, which this script runs with
+every argument it was given (see its ``--help``): native DPO's steps/s against TRL's (its ``ratio
+native/TRL`` line), the loss agreement, and MFU against this CPU's fp32 and bf16 matmul peaks.
+
+``--toy``: the workload below instead, on the embedded ``sentiment`` suite's tiny GPT-2 (full fine-tuning).
+
+Toy: both sides train a fresh copy of the ``sentiment`` suite's π_ref (smoke preset) on the same token
 ids, in the same batches, for the same number of optimizer steps, in one process:
 
 - native: prefbench's real code path, ``algorithms.dpo.DPO(config).train(ctx)`` (collate chosen and
@@ -22,7 +29,8 @@ jobs share the machine). Losses are compared twice on identical weights and the 
 and at the weights of the first native timing run. A benchmark, not a test: only a loss
 disagreement makes it exit non-zero (status 3).
 
-    python benchmarks/bench_dpo_vs_trl.py [--steps N] [--batch-size B] [--threads T] [--results DIR]
+    python benchmarks/bench_dpo_vs_trl.py [--threads T] [--also-joint] ...         # SmolLM2 + LoRA, long prompts
+    python benchmarks/bench_dpo_vs_trl.py --toy [--steps N] [--batch-size B] [--threads T] [--results DIR]
 """
 from __future__ import annotations
 
@@ -54,7 +62,7 @@ EXIT_LOSS_MISMATCH = 3
 
 def parse_args(argv=None):
     default_results = Path(os.environ.get("PREFBENCH_RESULTS", REPO / "results"))
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="bench_dpo_vs_trl.py --toy", description=__doc__.split("\n\n")[0] + " (toy)",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=30, help="timed optimizer steps per side per repeat (default 30)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before the timed ones (default 2)")
@@ -258,6 +266,13 @@ def run_trl(art, dataset, args_trl):
 
 # --------------------------------------------------------------------------- main
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--toy" not in argv:  # the default workload: SmolLM2-135M + LoRA on long prompts
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import bench_lora_dpo_vs_trl
+
+        return bench_lora_dpo_vs_trl.main(argv)
+    argv.remove("--toy")
     args = parse_args(argv)
     import numpy as np
     import torch

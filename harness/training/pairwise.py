@@ -11,7 +11,9 @@ subclass of :class:`PairwiseAlgorithm` with one pure function of log-probabiliti
 ``lp`` is a :class:`PairLogps`: per-sequence log-probabilities of the chosen and rejected responses
 under π_θ (summed over completion tokens, with gradient) and under π_ref (cached once per suite), and
 the completion lengths, hence per-token means. Everything else comes from here: the seeded batches,
-one forward over ``[chosen; rejected]``, the optimizer, clipping and divergence guards, step logs,
+the scoring forward (one forward over ``[chosen; rejected]``, or, when prompts are long, each prompt
+forwarded once and both completions continued from its key/value cache: :func:`use_prefix_sharing`),
+the optimizer, clipping and divergence guards, step logs,
 evaluations along training and resumable checkpoints (:func:`harness.training.loop.train_loop`), and
 batches placed on the policy's device. The policy is ``ctx.init_policy()``: whatever the harness
 hands out (device, adapters) every pairwise method trains alike.
@@ -168,36 +170,76 @@ def on_device(batch, device):
     return Batch(batch.input_ids.to(device), batch.attention_mask.to(device), batch.target_mask.to(device))
 
 
-def pair_logps(model, prompts, chosen, rejected, ref_c, ref_r, pad: int, max_length: int | None) -> PairLogps:
-    """π_θ's log-probabilities of a batch of pairs in one forward over [chosen; rejected]."""
-    from harness.training.logprobs import collate, sequence_logps
+#: Scoring path of the pairs: "auto" (the rule of :func:`use_prefix_sharing`), "on" (shared prefix wherever the
+#: model supports it) or "off" (the joint forward). A process-wide switch for tests and benchmarks, not a
+#: hyperparameter: both paths compute the same log-probabilities within float rounding, so run ids ignore it.
+PREFIX_SHARING = "auto"
+
+
+def use_prefix_sharing(model, prompts, chosen, rejected, max_length: int | None) -> bool:
+    """Whether pairs are scored with the prompt forwarded once (:func:`~harness.training.logprobs.shared_prefix_logps`)
+    rather than in one forward over [chosen; rejected] (the joint path).
+
+    The rule (``PREFIX_SHARING = "auto"``): the model supports it (plain-head architecture, plain key/value
+    cache, no gradient checkpointing) and the pairs' prompts are on average at least as long as their
+    completions (mean of chosen and rejected, after ``max_length`` truncation): sharing then removes at least a
+    quarter of the tokens a forward processes. Short prompts (the ``sentiment`` suite: 3-8 prompt tokens
+    for up to 48 completion tokens) keep the joint path, bit for bit as before."""
+    from harness.training.logprobs import supports_prefix_sharing
+
+    mode = PREFIX_SHARING
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"PREFIX_SHARING must be auto, on or off, not {mode!r}")
+    if mode == "off" or not len(prompts) or not supports_prefix_sharing(model):
+        return False
+    if mode == "on":
+        return True
+
+    def cut(p, c):
+        return len(c) if max_length is None else min(len(c), max(0, max_length - len(p)))
+
+    prompt_tokens = sum(len(p) for p in prompts)
+    completion_tokens = sum(cut(p, c) + cut(p, r) for p, c, r in zip(prompts, chosen, rejected)) / 2
+    return prompt_tokens >= completion_tokens
+
+
+def pair_logps(model, prompts, chosen, rejected, ref_c, ref_r, pad: int, max_length: int | None,
+               shared: bool = False) -> PairLogps:
+    """π_θ's log-probabilities of a batch of pairs: one forward over [chosen; rejected] (the joint path), or
+    with ``shared`` each prompt forwarded once and both completions continued from its key/value cache
+    (see :func:`use_prefix_sharing`); the two agree within float rounding."""
+    from harness.training.logprobs import collate, sequence_logps, shared_prefix_logps
 
     n = len(prompts)
     device = model_device(model)
-    batch = on_device(collate(list(prompts) + list(prompts), list(chosen) + list(rejected), pad, max_length), device)
-    logps = sequence_logps(model, batch)
-    tokens = batch.target_mask.sum(-1)
+    if shared:
+        logps, tokens = shared_prefix_logps(model, prompts, [chosen, rejected], pad, max_length)
+    else:
+        batch = on_device(collate(list(prompts) + list(prompts), list(chosen) + list(rejected), pad, max_length),
+                          device)
+        logps = sequence_logps(model, batch)
+        tokens = batch.target_mask.sum(-1)
     return PairLogps(logps[:n], logps[n:], ref_c.to(device), ref_r.to(device), tokens[:n], tokens[n:])
 
 
-def train_pairwise(algo: PairwiseAlgorithm, ctx):
-    """The training run of every :class:`PairwiseAlgorithm`: returns the trained policy."""
+def pairwise_step(algo: "PairwiseAlgorithm", model, ctx, shared: bool | None = None):
+    """The training step of ``algo`` on ``ctx.train_pairs``: ``step(indices) -> (mean loss, metrics)``, what
+    :func:`~harness.training.loop.train_loop` calls per (micro-)batch. ``shared``: the scoring path (None:
+    :func:`use_prefix_sharing` on all the training pairs, decided once for the run)."""
     import torch
 
-    from harness.training.loop import seeded_batches, train_loop
-
-    cfg = algo.config
-    model = ctx.init_policy()
     pairs = ctx.train_pairs
     P, C, R = pairs.prompt_ids.tolist(), pairs.chosen_ids.tolist(), pairs.rejected_ids.tolist()
     ref_c = torch.tensor(pairs.ref_chosen_logp.to_numpy(), dtype=torch.float32)
     ref_r = torch.tensor(pairs.ref_rejected_logp.to_numpy(), dtype=torch.float32)
     pad = ctx.tokenizer.pad_token_id
     has_reward = type(algo).reward is not PairwiseAlgorithm.reward
+    if shared is None:
+        shared = use_prefix_sharing(model, P, C, R, ctx.max_length)
 
     def step(idx):
         lp = pair_logps(model, [P[i] for i in idx], [C[i] for i in idx], [R[i] for i in idx], ref_c[idx], ref_r[idx],
-                        pad, ctx.max_length)
+                        pad, ctx.max_length, shared=shared)
         losses, extra = split_loss(algo.loss(lp))
         metrics = {}
         if has_reward:
@@ -212,7 +254,21 @@ def train_pairwise(algo: PairwiseAlgorithm, ctx):
                 metrics.update(weight_summary(w))
         return losses.mean(), metrics
 
-    batches = list(seeded_batches(len(pairs), cfg.batch_size, cfg.epochs, ctx.data_seed))
+    step.shared = shared
+    return step
+
+
+def train_pairwise(algo: PairwiseAlgorithm, ctx):
+    """The training run of every :class:`PairwiseAlgorithm`: returns the trained policy."""
+    from harness.training.loop import seeded_batches, train_loop
+
+    cfg = algo.config
+    model = ctx.init_policy()
+    step = pairwise_step(algo, model, ctx)
+    if step.shared:  # recorded only when on, so a joint-path run's metrics.json is as before
+        ctx.record(prefix_sharing=True)
+    batches = list(seeded_batches(len(ctx.train_pairs), cfg.batch_size, cfg.epochs, ctx.data_seed))
+    has_reward = type(algo).reward is not PairwiseAlgorithm.reward
     heldout = HeldOut(ctx, algo.reward if has_reward else None)
     heldout.run(model, batches, step, cfg, ctx, desc=f"{algo.variant()} seed {ctx.seed}", loop=train_loop)
     return model
@@ -295,11 +351,12 @@ class HeldOut:
         ref_c = torch.tensor(v.ref_chosen_logp.to_numpy(), dtype=torch.float32)
         ref_r = torch.tensor(v.ref_rejected_logp.to_numpy(), dtype=torch.float32)
         margins = []
+        shared = use_prefix_sharing(model, P, C, R, ctx.max_length)
         with torch.no_grad():
             for i in range(0, len(v), HELDOUT_BATCH):
                 s = slice(i, i + HELDOUT_BATCH)
                 lp = pair_logps(model, P[s], C[s], R[s], ref_c[s], ref_r[s], ctx.tokenizer.pad_token_id,
-                                ctx.max_length)
+                                ctx.max_length, shared=shared)
                 rw, rl = self.reward_fn(lp)
                 margins.append((rw - rl).double().cpu().numpy())
         gold = (v.chosen_reward - v.rejected_reward).to_numpy(dtype=float)
