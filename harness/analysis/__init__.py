@@ -101,23 +101,30 @@ def headline(results_root: Path, suite: str | None = None, run_ids: set[str] | N
 
 
 def analyse(block: Block, opts: Options) -> dict:
-    """Every statistic of one block (no files written)."""
+    """Every statistic of one block (no files written). With ``opts.jobs`` > 1 two independent parts run
+    in a forked process while this one computes the rest: the length-controlled win rates beside the
+    hierarchical bootstraps, then Bradley–Terry and the frontier beside the paired comparisons. The
+    numbers are those of a single process, bit for bit."""
     from harness.analysis import compare, frontier, sensitivity, summary
+    from harness.analysis.parallel import Background
 
     timings = {}
     t0 = time.perf_counter()
-    gs = summary.group_stats(block, opts)
+    lc = Background(lambda: summary.lc_stats(block, opts), opts.jobs)
+    gs = summary.group_stats(block, opts, lc=lc)
     timings["summary"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    side = Background(lambda: (compare.bradley_terry_ratings(block, gs, opts),
+                               frontier.frontier_analysis(block, gs, opts)), opts.jobs)
     pairs = compare.compare_pairs(block, gs, opts)
     timings["pairs"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    bt = compare.bradley_terry_ratings(block, gs, opts)
-    timings["bradley_terry"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
     sens, em = sensitivity.sensitivity_tables(block, gs, opts)
-    fr = frontier.frontier_analysis(block, gs, opts)
-    timings["sensitivity_frontier"] = time.perf_counter() - t0
+    timings["sensitivity"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    bt, fr = side()
+    timings["bradley_terry_frontier (wait)"] = time.perf_counter() - t0
+    timings["background CPU: lc"], timings["background CPU: bradley_terry_frontier"] = lc.cpu, side.cpu
     trained = [a for a in dict.fromkeys(block.groups.algorithm) if a != REFERENCE]
     return {"gs": gs, "pairs": pairs, "bt": bt, "sensitivity": sens, "expected_max": em, "frontier": fr,
             "swept": sensitivity.swept_algorithms(block, gs), "trained": trained,
@@ -159,28 +166,50 @@ def _headline_renamed(block: Block, r: dict, opts: Options, name: str):
     return tab
 
 
+# relative drawing cost of each figure (measured on the 1,000-run benchmark), to hand the slow ones
+# out first when several processes draw
+_FIGURE_COST = {"frontier": 4, "frontier_sqrt_kl": 4, "seed_stability": 4, "sensitivity": 4, "expected_max": 1,
+                "curves": 5, "bradley_terry": 2}
+
+
 def _figures(block: Block, r: dict, opts: Options, folder: Path, prefix: str) -> None:
     from harness.analysis import plots as P
+    from harness.analysis.parallel import run_tasks
 
     folder.mkdir(parents=True, exist_ok=True)
-    figs = {}
     fr, gs = r["frontier"], r["gs"]
+    tasks = []  # (names, cost, draw): draw() returns one entry per name
     if len(fr.points):
-        figs["frontier"] = P.plot_frontier(block, fr, opts, folder / f"{prefix}frontier")
+        tasks.append((["frontier"], _FIGURE_COST["frontier"],
+                      lambda: [P.plot_frontier(block, fr, opts, folder / f"{prefix}frontier")]))
         if opts.sqrt_kl:
-            figs["frontier_sqrt_kl"] = P.plot_frontier(block, fr, opts, folder / f"{prefix}frontier_sqrt_kl", sqrt=True)
-    figs["seed_stability"] = P.plot_seed_stability(block, gs, fr, opts, folder / f"{prefix}seed_stability")
+            tasks.append((["frontier_sqrt_kl"], _FIGURE_COST["frontier_sqrt_kl"],
+                          lambda: [P.plot_frontier(block, fr, opts, folder / f"{prefix}frontier_sqrt_kl", sqrt=True)]))
+    tasks.append((["seed_stability"], _FIGURE_COST["seed_stability"],
+                  lambda: [P.plot_seed_stability(block, gs, fr, opts, folder / f"{prefix}seed_stability")]))
     for algo in r["swept"]:
-        figs[f"sensitivity_{algo}"] = P.plot_sensitivity(block, gs, fr, algo, opts, folder / f"{prefix}sensitivity_{algo}")
-    figs["expected_max"] = P.plot_expected_max(block, r["expected_max"], opts, folder / f"{prefix}expected_max")
+        tasks.append(([f"sensitivity_{algo}"], _FIGURE_COST["sensitivity"],
+                      lambda algo=algo: [P.plot_sensitivity(block, gs, fr, algo, opts,
+                                                            folder / f"{prefix}sensitivity_{algo}")]))
+    tasks.append((["expected_max"], _FIGURE_COST["expected_max"],
+                  lambda: [P.plot_expected_max(block, r["expected_max"], opts, folder / f"{prefix}expected_max")]))
     for algo in r["trained"]:
-        figs[f"training_curves_{algo}"] = P.plot_training_curves(block, gs, algo, opts,
-                                                                  folder / f"{prefix}training_curves_{algo}")
-    figs["bradley_terry"] = P.plot_bradley_terry(block, r["bt"], opts, folder / f"{prefix}bradley_terry")
-    for algo in r["trained"]:  # implicit-reward lens: None for algorithms that log no gradient weights
-        figs[f"gradient_weight_{algo}"] = P.plot_gradient_weight(block, gs, algo, opts,
-                                                                  folder / f"{prefix}gradient_weight_{algo}")
-    r["figs"] = {k: v for k, v in figs.items() if v}
+        # one task per algorithm for both figures that read its training logs (read once, in one process);
+        # the gradient-weight lens is None for algorithms that log no gradient weights
+        tasks.append(([f"training_curves_{algo}", f"gradient_weight_{algo}"], _FIGURE_COST["curves"],
+                      lambda algo=algo: [
+                          P.plot_training_curves(block, gs, algo, opts, folder / f"{prefix}training_curves_{algo}"),
+                          P.plot_gradient_weight(block, gs, algo, opts, folder / f"{prefix}gradient_weight_{algo}")]))
+    tasks.append((["bradley_terry"], _FIGURE_COST["bradley_terry"],
+                  lambda: [P.plot_bradley_terry(block, r["bt"], opts, folder / f"{prefix}bradley_terry")]))
+    drawn = run_tasks([(cost, draw) for _, cost, draw in tasks], opts.jobs)
+    figs = {}
+    for (names, _, _), files in zip(tasks, drawn):
+        figs.update(zip(names, files))
+    order = ["frontier", "frontier_sqrt_kl", "seed_stability", *(f"sensitivity_{a}" for a in r["swept"]),
+             "expected_max", *(f"training_curves_{a}" for a in r["trained"]), "bradley_terry",
+             *(f"gradient_weight_{a}" for a in r["trained"])]
+    r["figs"] = {k: figs[k] for k in order if figs.get(k)}
 
 
 def build_report(results_root: Path, suite: str | None, out_dir: Path, opts: Options | None = None,

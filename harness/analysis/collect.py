@@ -58,6 +58,7 @@ class Block:
     key: str = ""  # content hash of the block's identity (BLOCK_KEY)
     identity: dict = field(default_factory=dict)  # BLOCK_KEY field -> value
     tag: str = ""  # set when several blocks share (suite, preset): tells them apart in names and files
+    _train_logs: dict = field(default_factory=dict, repr=False, compare=False)  # run -> frame, read once
 
     @property
     def name(self) -> str:
@@ -75,7 +76,13 @@ class Block:
         return int(ids[0]) if len(ids) else None
 
     def train_log(self, run: int) -> pd.DataFrame:
-        """The run's train_log.jsonl as a frame (empty when the run logged nothing)."""
+        """The run's train_log.jsonl as a frame (empty when the run logged nothing). Read once per block
+        (the training-curve and gradient-weight figures both ask); callers must not modify it."""
+        if run not in self._train_logs:
+            self._train_logs[run] = self._read_train_log(run)
+        return self._train_logs[run]
+
+    def _read_train_log(self, run: int) -> pd.DataFrame:
         path = Path(self.runs.path.iloc[run]) / "train_log.jsonl"
         if not path.is_file():
             return pd.DataFrame()

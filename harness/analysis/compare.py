@@ -46,11 +46,6 @@ def pair_list(block: Block, gs: GroupStats, opts: Options) -> list[tuple[int, in
     return pairs
 
 
-def _direct_replicates(block: Block, col: str, rows_a, rows_b, opts: Options) -> np.ndarray:
-    d = block.per_prompt[col][rows_a] - block.per_prompt[col][rows_b]
-    return stats.hierarchical_bootstrap_replicates(d[None], opts.n_resamples, opts.seed, shared_items=True)[:, 0]
-
-
 def compare_pairs(block: Block, gs: GroupStats, opts: Options) -> pd.DataFrame:
     """One row per (metric, pair): the paired difference a - b on the shared prompts (hierarchical
     bootstrap over seeds, then prompts; runs paired by seed), its bootstrap p-value, the probability
@@ -62,16 +57,49 @@ def compare_pairs(block: Block, gs: GroupStats, opts: Options) -> pd.DataFrame:
     if not pairs:
         return pd.DataFrame()
     ok = seeds[seeds.status == "ok"]
+    # per-group lists once (a pandas lookup per pair and metric adds up over hundreds of pairs)
+    ok_seeds, ok_runs = groups.ok_seeds.to_dict(), groups.ok_runs.to_dict()
+    run_lists, labels = groups.runs.to_dict(), groups.label.to_dict()
     # provenance per group: its runs' library-version sets
-    vsets = {int(g): set(block.runs.versions_json.iloc[r] for r in groups.runs[g]) for g in groups.index}
+    vj = block.runs.versions_json.to_numpy()
+    vsets = {int(g): set(vj[r] for r in run_lists[g]) for g in groups.index}
     differ = {}
     for a, b in pairs:
         if len(vsets[a] | vsets[b]) > 1:
-            differ[(a, b)] = ", ".join(version_differences(block, groups.runs[a] + groups.runs[b]))
+            differ[(a, b)] = ", ".join(version_differences(block, run_lists[a] + run_lists[b]))
+    # pairs whose runs do not pair up seed for seed: their paired differences get their own
+    # hierarchical bootstrap; all of them (both metrics) with the same number of paired seeds share
+    # the resample draws, so they run as one call per seed count
+    direct = {}  # pair index -> (run rows of a, run rows of b, pairing text)
+    for p, (a, b) in enumerate(pairs):
+        sa, sb = ok_seeds[a], ok_seeds[b]
+        ra, rb = ok_runs[a], ok_runs[b]
+        if sa == sb:
+            continue
+        common = sorted(set(sa) & set(sb))
+        if common:
+            direct[p] = ([ra[sa.index(s)] for s in common], [rb[sb.index(s)] for s in common],
+                         f"common seeds ({len(common)})")
+        else:  # no seed in common: pair by seed order (the mean difference is still unbiased)
+            k = min(len(ra), len(rb))
+            direct[p] = (ra[:k], rb[:k], "seed order")
+    direct_boot = {}  # (metric, pair index) -> replicates
+    by_size = {}
+    for p, (ia, ib, _) in direct.items():
+        by_size.setdefault(len(ia), []).append(p)
+    for S, ps in by_size.items():
+        keys = [(metric, p) for metric in PAIRED for p in ps]
+        ds = [block.per_prompt[PROMPT_COLUMN[m]][direct[p][0]] - block.per_prompt[PROMPT_COLUMN[m]][direct[p][1]]
+              for m, p in keys]
+        reps = stats.hierarchical_bootstrap_replicates_many([d[None] for d in ds], opts.n_resamples, opts.seed,
+                                                            shared_items=True)
+        for key, rep in zip(keys, reps):
+            direct_boot[key] = rep[:, 0]
     rows = []
     for metric in PAIRED:
         col = PROMPT_COLUMN[metric]
         values = {int(g): v[metric].to_numpy(dtype=float) for g, v in ok.groupby("group")}
+        mean = t[metric].to_dict()
         where = {}  # group -> column in its n_seeds bucket of replicates
         for S, (gids, _) in gs.reps[metric].items():
             for k, g in enumerate(gids):
@@ -82,23 +110,14 @@ def compare_pairs(block: Block, gs: GroupStats, opts: Options) -> pd.DataFrame:
         pairing, n_pair = [""] * n, np.zeros(n, dtype=int)
         fast = {}  # n_seeds -> pair indices whose runs pair up seed for seed
         for p, (a, b) in enumerate(pairs):
-            sa, sb = groups.ok_seeds[a], groups.ok_seeds[b]
-            ra, rb = groups.ok_runs[a], groups.ok_runs[b]
-            if sa == sb:
+            if p not in direct:
+                sa = ok_seeds[a]
                 fast.setdefault(len(sa), []).append(p)
                 pairing[p], n_pair[p] = "same seeds", len(sa)
-                diff[p] = t[metric][a] - t[metric][b]
+                diff[p] = mean[a] - mean[b]
                 continue
-            common = sorted(set(sa) & set(sb))
-            if common:
-                ia = [ra[sa.index(s)] for s in common]
-                ib = [rb[sb.index(s)] for s in common]
-                pairing[p] = f"common seeds ({len(common)})"
-            else:  # no seed in common: pair by seed order (the mean difference is still unbiased)
-                k = min(len(ra), len(rb))
-                ia, ib = ra[:k], rb[:k]
-                pairing[p] = "seed order"
-            boot = _direct_replicates(block, col, ia, ib, opts)
+            ia, ib, pairing[p] = direct[p]
+            boot = direct_boot[(metric, p)]
             lo[p], hi[p] = stats.percentile_ci(boot, opts.alpha)
             pv[p] = stats.bootstrap_p_value(boot)
             diff[p] = float(np.nanmean(block.per_prompt[col][ia] - block.per_prompt[col][ib]))
@@ -133,7 +152,7 @@ def compare_pairs(block: Block, gs: GroupStats, opts: Options) -> pd.DataFrame:
                 cs[k][idx] = r[k]
         rows.append(pd.DataFrame({
             "metric": metric, "a": [a for a, _ in pairs], "b": [b for _, b in pairs],
-            "a_label": [groups.label[a] for a, _ in pairs], "b_label": [groups.label[b] for _, b in pairs],
+            "a_label": [labels[a] for a, _ in pairs], "b_label": [labels[b] for _, b in pairs],
             "diff": diff, "ci_low": lo, "ci_high": hi, "p_boot": pv, "pairing": pairing, "n_paired_seeds": n_pair,
             "n_prompts": len(block.prompts), "poi": poi["p"], "poi_low": poi["low"], "poi_high": poi["high"],
             **cs, "n_a": n_a, "n_b": n_b, "versions_differ": [differ.get(pq, "") for pq in pairs]}))

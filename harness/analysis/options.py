@@ -21,3 +21,4 @@ class Options:
     select_split: bool = False  # choose best/Pareto on one half of the prompts, report on the other
     plots: bool = True
     formats: tuple[str, ...] = ("png", "pdf")
+    jobs: int | None = None  # processes for statistics and figures (None: 2, at most the CPUs; 1: this one only)

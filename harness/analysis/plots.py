@@ -3,7 +3,10 @@ stability, sensitivity to hyperparameters, expected best score against tuning bu
 curves with across-seed bands, and Bradley–Terry ratings."""
 from __future__ import annotations
 
+import inspect
 import json
+import logging
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import matplotlib
@@ -13,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
+from matplotlib.layout_engine import TightLayoutEngine  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from harness.core import stats  # noqa: E402
@@ -47,9 +51,10 @@ class Style:
             for k, g in enumerate(block.groups.index[block.groups.algorithm == a]):
                 self.marker[int(g)] = "*" if a == REFERENCE else MARKERS[k % len(MARKERS)]
         self.groups = block.groups
+        self._algorithm = block.groups.algorithm.to_dict()  # plain lookups: plots ask per point
 
     def of(self, g: int) -> tuple[str, str]:
-        return self.colour[self.groups.algorithm[g]], self.marker[int(g)]
+        return self.colour[self._algorithm[g]], self.marker[int(g)]
 
     def handle(self, g: int, **kw) -> Line2D:
         c, m = self.of(g)
@@ -57,11 +62,74 @@ class Style:
                       label=self.groups.label[g], **kw)
 
 
+def _tight(fig, rect=None) -> None:
+    """``fig.tight_layout(rect=rect)`` without leaving a layout engine on the figure: the same layout,
+    and ``savefig`` then skips its own layout pass before each format."""
+    TightLayoutEngine(rect=rect).execute(fig)
+
+
+@contextmanager
+def _lean_pdf_fonts():
+    """While PDFs are written, subset their fonts without the OpenType layout tables (GSUB, GPOS, GDEF,
+    kern): matplotlib places every glyph itself and a PDF viewer draws a Type 42 font by glyph id, so
+    those tables are never read, and subsetting them is most of the time fontTools takes per font (about
+    0.18 s of 0.25 s per PDF figure). The glyphs, their outlines, widths and the text layer are the same.
+    Only with the matplotlib versions whose internal hook this replaces (``get_glyphs_subset(fontfile,
+    glyphs)``, 3.11); otherwise nothing changes."""
+    try:
+        from fontTools import subset
+        from matplotlib.backends import _backend_pdf_ps as pdf_ps
+
+        original = pdf_ps.get_glyphs_subset
+        usable = list(inspect.signature(original).parameters) == ["fontfile", "glyphs"] and hasattr(
+            pdf_ps, "SubsetResults")
+    except (ImportError, AttributeError, TypeError, ValueError):
+        usable = False
+    if not usable:
+        yield
+        return
+
+    def lean_subset(fontfile, glyphs):
+        options = subset.Options(glyph_names=True, recommended_glyphs=True, layout_features=[])
+        options.drop_tables += ["GSUB", "GPOS", "GDEF", "kern", "FFTM"]
+        options.font_number = getattr(fontfile, "face_index", 0)
+        quiet = logging.getLogger("fontTools.subset")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # "table X NOT subset ... dropped" for vendor tables of some fonts
+        try:
+            font = subset.load_font(fontfile, options)
+            subsetter = subset.Subsetter(options=options)
+            subsetter.populate(gids=glyphs)
+            subsetter.subset(font)
+        finally:
+            quiet.setLevel(level)
+        return pdf_ps.SubsetResults(font, subsetter.glyph_index_map)._as_cm()
+
+    pdf_ps.get_glyphs_subset = lean_subset
+    try:
+        yield
+    finally:
+        pdf_ps.get_glyphs_subset = original
+
+
 def _save(fig, base: Path, opts: Options) -> list[Path]:
+    """Every format of ``opts.formats`` with one tight bounding box, measured once by the PNG's renderer
+    at the saving resolution (what ``bbox_inches="tight"`` measures for the PNG, so the PNG is the same
+    file) and given to each ``savefig``, which then draws each format once instead of laying the figure
+    out again first. A PDF's page is that box: within a few points of what its own renderer measures."""
     out = []
+    dpi = plt.rcParams["savefig.dpi"]
+    shown = fig.dpi
+    try:
+        if dpi != "figure":
+            fig.dpi = dpi
+        bbox = fig.get_tightbbox(fig.canvas.get_renderer()).padded(plt.rcParams["savefig.pad_inches"])
+    finally:
+        fig.dpi = shown
     for fmt in opts.formats:
         p = base.with_suffix(f".{fmt}")
-        fig.savefig(p, bbox_inches="tight", metadata={"CreationDate": None} if fmt == "pdf" else None)
+        with _lean_pdf_fonts() if fmt == "pdf" else nullcontext():
+            fig.savefig(p, bbox_inches=bbox, metadata={"CreationDate": None} if fmt == "pdf" else None)
         out.append(p)
     plt.close(fig)
     return out
@@ -107,17 +175,27 @@ def plot_frontier(block: Block, fr, opts: Options, base: Path, sqrt: bool = Fals
     pts = fr.points
     tx = (lambda k: np.sqrt(np.clip(k, 0, None))) if sqrt else (lambda k: k)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    # runs in (run, step) order, cut into one path per run
+    order = np.lexsort((pts.step.to_numpy(), pts.run.to_numpy()))
+    run_sorted = pts.run.to_numpy()[order]
+    cuts = np.flatnonzero(run_sorted[1:] != run_sorted[:-1]) + 1
+    starts, ends = np.r_[0, cuts], np.r_[cuts, len(order)]
+    group_of = pts.group.to_numpy()
+    kl_all = pts.kl.to_numpy(dtype=float)
+    style = pd.DataFrame([st.of(int(g)) for g in group_of], columns=["c", "mk"], index=pts.index)
+    colour_of = style.c.to_numpy()
     for ax, m in zip(axes, ("gold_reward", "win_rate")):
         # each run's path through its checkpoints to its final evaluation (one LineCollection)
+        y_all = pts[m].to_numpy(dtype=float)
         segs, cols = [], []
-        for run, g in pts.sort_values(["run", "step"]).groupby("run"):
-            if len(g) > 1:
-                segs.append(np.column_stack([tx(g.kl.to_numpy(dtype=float)), g[m].to_numpy(dtype=float)]))
-                cols.append(st.of(int(g.group.iloc[0]))[0])
+        for a, b in zip(starts, ends):
+            if b - a > 1:
+                rows = order[a:b]
+                segs.append(np.column_stack([tx(kl_all[rows]), y_all[rows]]))
+                cols.append(colour_of[rows[0]])
         if segs:
             ax.add_collection(LineCollection(segs, colors=cols, alpha=0.25, lw=0.8, zorder=1))
         # one scatter per (algorithm, marker): cheap with hundreds of configurations
-        style = pd.DataFrame([st.of(int(g)) for g in pts.group], columns=["c", "mk"], index=pts.index)
         for (c, mk), g in pts.groupby([style.c, style.mk]):
             size = 140 if mk == "*" else 45
             ck, fin = g[~g.final], g[g.final]
@@ -176,18 +254,23 @@ def plot_seed_stability(block: Block, gs, fr, opts: Options, base: Path) -> list
     metrics = ("gold_reward", "win_rate", "kl", "length")
     fig, axes = plt.subplots(2, 2, figsize=(max(10, 1.1 * len(gids) + 4), 8.5), sharex=True)
     x = np.arange(len(gids))
+    # each shown configuration's seeds, once (not a frame filter per configuration and metric)
+    by_group = {int(g): s for g, s in seeds[seeds.group.isin(gids)].groupby("group", sort=False)}
+    empty = seeds.iloc[0:0]
     for ax, m in zip(axes.ravel(), metrics):
+        mean = t[m].to_dict()
+        ci_lo = t[f"{m}_ci_low"].to_dict() if f"{m}_ci_low" in t else {}
+        ci_hi = t[f"{m}_ci_high"].to_dict() if f"{m}_ci_high" in t else {}
         for k, g in enumerate(gids):
             c, mk = st.of(g)
-            s = seeds[seeds.group == g]
+            s = by_group.get(int(g), empty)
             ok = s[s.status == "ok"]
             off = np.linspace(-0.18, 0.18, len(ok)) if len(ok) > 1 else np.zeros(len(ok))
             ax.scatter(k + off, ok[m], color=c, marker=mk, s=60 if mk == "*" else 28, edgecolor="black", lw=0.3,
                        zorder=3)
-            r = t.loc[g]
-            if not np.isnan(r[m]):
-                ax.plot([k - 0.28, k + 0.28], [r[m]] * 2, color="black", lw=1.6, zorder=4)
-            lo, hi = r.get(f"{m}_ci_low"), r.get(f"{m}_ci_high")
+            if not np.isnan(mean[g]):
+                ax.plot([k - 0.28, k + 0.28], [mean[g]] * 2, color="black", lw=1.6, zorder=4)
+            lo, hi = ci_lo.get(g), ci_hi.get(g)
             if lo == lo and hi == hi and lo is not None:
                 ax.plot([k + 0.34] * 2, [lo, hi], color="black", lw=1.2, zorder=4)
             bad = s[s.status != "ok"]
@@ -219,7 +302,7 @@ def plot_seed_stability(block: Block, gs, fr, opts: Options, base: Path) -> list
     fig.suptitle(f"Seed stability, {block.suite} ({block.preset}): every seed is a dot "
                  f"({n_runs} runs per configuration"
                  f"{f', {n_bad} without a final evaluation' if n_bad else ''}){note}", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    _tight(fig, rect=(0, 0, 1, 0.93))
     return _save(fig, base, opts)
 
 
@@ -278,6 +361,9 @@ def plot_sensitivity(block: Block, gs, fr, algo: str, opts: Options, base: Path)
         fig, axs = plt.subplots(len(keys), 4, figsize=(16, 3.8 * len(keys)), squeeze=False)
         grid = [list(r) for r in axs]
     seeds = gs.seeds
+    # the other methods' single configurations (π_SFT, an SFT without a sweep): drawn as levels
+    rest = t[(t.algorithm != algo) & (t.n_seeds > 0)]
+    singles = rest[rest.algorithm.map(t.algorithm.value_counts()) == 1]
     for row, key in enumerate(keys):
         others = [k for k in keys if k != key]
         vals = [hps[g].get(key) for g in ga.index]
@@ -330,9 +416,10 @@ def plot_sensitivity(block: Block, gs, fr, algo: str, opts: Options, base: Path)
             else:
                 ax.set_xticks(range(len(cats)), cats)
             # the other methods' levels (single configurations such as π_SFT and SFT), for context
-            for g, r in t[(t.algorithm != algo) & (t.n_seeds > 0)].iterrows():
-                if (t.algorithm == r.algorithm).sum() == 1 and r[m] == r[m]:
-                    ax.axhline(r[m], color=st.colour[r.algorithm], ls=":", lw=1.3, label=r.label, zorder=0)
+            for r in singles.itertuples():
+                v = getattr(r, m)
+                if v == v:
+                    ax.axhline(v, color=st.colour[r.algorithm], ls=":", lw=1.3, label=r.label, zorder=0)
             ax.set_xlabel(f"{HP_SYMBOLS.get(key, key)} ({key})" + (", log scale" if log else ""))
             ax.set_ylabel(_metric_label(block, m))
             ax.set_title(_metric_label(block, m).split("  [")[0] if m != "kl" else "KL(π‖π_SFT)")
@@ -351,7 +438,7 @@ def plot_sensitivity(block: Block, gs, fr, algo: str, opts: Options, base: Path)
                frameon=False)
     fig.suptitle(f"Sensitivity of {algo} to {', '.join(keys)}, {block.suite} ({block.preset}): mean over seeds with "
                  f"95% CI (seeds, then prompts); dots = seeds; dotted lines = other methods", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    _tight(fig, rect=(0, 0, 1, 0.9))
     return _save(fig, base, opts)
 
 
@@ -373,7 +460,7 @@ def plot_expected_max(block: Block, em: pd.DataFrame, opts: Options, base: Path)
         ax.legend()
     fig.suptitle(f"Expected best seed-averaged score against tuning budget, {block.suite} ({block.preset}); "
                  "unbiased estimator, configurations drawn without replacement", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    _tight(fig, rect=(0, 0, 1, 0.94))
     return _save(fig, base, opts)
 
 
@@ -422,13 +509,16 @@ def plot_training_curves(block: Block, gs, algo: str, opts: Options, base: Path)
     n_steps = max(len(df) for df in logs.values())
     w = max(1, int(round(n_steps / 40)))
     colours = dict(zip(gids, ramp(len(gids)) if len(gids) > 1 else [st.colour[algo]]))
+    by_step = {r: df.set_index("step") for r, df in logs.items()}  # once per run, not per run and panel
+    runs_of, labels = block.groups.runs.to_dict(), block.groups.label.to_dict()
+    pts_of = {int(g): p for g, p in pts.groupby("group", sort=False)}
     for ax, (kind, key) in zip(axes.ravel(), panels):
         for g in gids:
             _, mk = st.of(g)
             c = colours[g]
-            lab = block.groups.label[g]
+            lab = labels[g]
             if kind == "train":
-                frames = [logs[r].set_index("step")[key] for r in block.groups.runs[g] if r in logs and key in logs[r]]
+                frames = [by_step[r][key] for r in runs_of[g] if r in logs and key in logs[r]]
                 if not frames:
                     continue
                 wide = pd.concat(frames, axis=1)
@@ -439,8 +529,8 @@ def plot_training_curves(block: Block, gs, algo: str, opts: Options, base: Path)
                     ax.fill_between(wide.index, _smooth(wide.min(axis=1), w), _smooth(wide.max(axis=1), w), color=c,
                                     alpha=0.18, lw=0)
             else:
-                p = pts[pts.group == g]
-                if p.empty:
+                p = pts_of.get(int(g))
+                if p is None or p.empty:
                     continue
                 agg = p.groupby("step")[key].agg(["mean", "min", "max", "count"])
                 ax.plot(agg.index, agg["mean"], color=c, marker=mk, lw=1.3, ms=5, label=lab)
@@ -469,7 +559,7 @@ def plot_training_curves(block: Block, gs, algo: str, opts: Options, base: Path)
         "training metrics unsmoothed"
     fig.suptitle(f"Training curves of {algo}, {block.suite} ({block.preset}): line = mean over "
                  f"{n_seeds} seeds, band = min–max over seeds; {smooth}{note}", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.93 if nrow > 1 else 0.86))
+    _tight(fig, rect=(0, 0, 1, 0.93 if nrow > 1 else 0.86))
     return _save(fig, base, opts)
 
 
@@ -491,7 +581,7 @@ def plot_bradley_terry(block: Block, bt: pd.DataFrame, opts: Options, base: Path
     ax.set_xlabel("Bradley–Terry rating  [Elo scale, anchor = 1000; 400 points = 10:1 odds]")
     ax.set_title(f"Bradley–Terry ratings from gold-reward comparisons on shared prompts, {block.suite} "
                  f"({block.preset}); 95% CI over prompts", fontsize=9)
-    fig.tight_layout()
+    _tight(fig)
     return _save(fig, base, opts)
 
 
@@ -525,11 +615,13 @@ def plot_gradient_weight(block: Block, gs, algo: str, opts: Options, base: Path)
             df = block.train_log(run)
             if not df.empty and "gradweight/p50" in df:
                 logs[run] = df.set_index("step")
+    if not logs:
+        return None
+    for g in gids:  # metrics.json only when there is a figure to draw
+        for run in block.groups.runs[g]:
             h = _heldout_trajectory(block.runs.path.iloc[run])
             if not h.empty and "accuracy" in h:
                 held[run] = h.set_index("step")
-    if not logs:
-        return None
     st = Style(block)
     colours = dict(zip(gids, ramp(len(gids)) if len(gids) > 1 else [st.colour[algo]]))
     # configurations whose weights live on different scales (IPO's 1/β² next to DPO's ½) are each shown
@@ -598,5 +690,5 @@ def plot_gradient_weight(block: Block, gs, algo: str, opts: Options, base: Path)
     n_seeds = count_text(ga.n_runs[gids]) if len(ga) else "–"
     fig.suptitle(f"Implicit-reward diagnostics of {algo}, {block.suite} ({block.preset}): thick = mean over "
                  f"{n_seeds} seeds, faint = each run{note}", fontsize=10, y=1.08)
-    fig.tight_layout()
+    _tight(fig)
     return _save(fig, base, opts)

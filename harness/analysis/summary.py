@@ -57,7 +57,23 @@ def _seed_values(block: Block) -> dict[str, np.ndarray]:
     return out
 
 
-def group_stats(block: Block, opts: Options) -> GroupStats:
+def lc_stats(block: Block, opts: Options) -> dict | None:
+    """Length-controlled win rate of every group over all samples of its runs (seeds, then prompts):
+    ``stats.length_controlled_win_rate_many`` with one row per sample; None without samples."""
+    smp, runs = block.samples, block.runs
+    if not smp["run"].size:
+        return None
+    run = smp["run"].astype(np.intp)
+    pos = pd.Index(block.groups.index).get_indexer(runs.group.to_numpy()[run])
+    return stats.length_controlled_win_rate_many(smp["win"], smp["dlen"], pos, runs.seed.to_numpy()[run],
+                                                 smp["prompt"], n_resamples=opts.n_resamples, alpha=opts.alpha,
+                                                 seed=opts.seed, method=opts.lc_method, raw_ci=False)
+
+
+def group_stats(block: Block, opts: Options, lc=None) -> GroupStats:
+    """Per-group statistics. ``lc``: the result of :func:`lc_stats`, or a callable returning it (e.g. a
+    computation running in another process, collected once the bootstraps here are done); None
+    computes it here."""
     runs, groups = block.runs, block.groups
     flags = failure_flags(block, opts.kl_bound)
     values = _seed_values(block)
@@ -87,21 +103,27 @@ def group_stats(block: Block, opts: Options) -> GroupStats:
     # mean, std, IQM over seeds (ok runs only), padded to the largest seed count
     S_max = max(1, int(groups.n_ok.max()))
     reps: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {m: {} for m in PAIRED}
+    ok_runs = [list(r) for r in groups.ok_runs]
+    n_ok = groups.n_ok.to_numpy()
     for col, name in METRICS.items():
         v = np.full((G, S_max), np.nan)
-        for pos, (gid, g) in enumerate(groups.iterrows()):
-            v[pos, :g.n_ok] = values[name][g.ok_runs]
+        for pos, runs_ok in enumerate(ok_runs):
+            v[pos, :len(runs_ok)] = values[name][runs_ok]
         st = stats.seed_stats(v)
         table[name] = st["mean"]
         table[f"{name}_std"] = st["std"]
         table[f"{name}_iqm"] = st["iqm"]
         table[f"{name}_ci_low"] = np.nan
         table[f"{name}_ci_high"] = np.nan
-        # hierarchical bootstrap (seeds, then the shared prompts), one call per seed count
-        for S in sorted(set(int(x) for x in groups.n_ok if x > 0)):
-            gids = groups.index[groups.n_ok == S].to_numpy()
-            X = np.stack([block.per_prompt[col][groups.ok_runs[g]] for g in gids])  # [C, S, I]
-            rep = stats.hierarchical_bootstrap_replicates(X, opts.n_resamples, opts.seed, shared_items=True)
+    # hierarchical bootstrap (seeds, then the shared prompts), one call per seed count for all four
+    # metrics: they share the resample draws (same seed and shape), made once
+    for S in sorted(set(int(x) for x in n_ok if x > 0)):
+        sel = np.flatnonzero(n_ok == S)
+        gids = groups.index[sel].to_numpy()
+        rows = np.array([ok_runs[k] for k in sel])  # [C, S] run rows
+        Xs = [block.per_prompt[col][rows] for col in METRICS]  # each [C, S, I]
+        all_rep = stats.hierarchical_bootstrap_replicates_many(Xs, opts.n_resamples, opts.seed, shared_items=True)
+        for name, rep in zip(METRICS.values(), all_rep):
             lo, hi = stats.percentile_ci(rep, opts.alpha)
             table.loc[gids, f"{name}_ci_low"] = lo
             table.loc[gids, f"{name}_ci_high"] = hi
@@ -123,17 +145,11 @@ def group_stats(block: Block, opts: Options) -> GroupStats:
         table[c] = okr.groupby("group")[c].mean().reindex(table.index)
 
     # length-controlled win rate over all samples of the group's runs (seeds, then prompts)
-    smp = block.samples
     lc_method = "none"
     for c in ("lc_win_rate", "lc_ci_low", "lc_ci_high", "lc_phi"):
         table[c] = np.nan
-    if smp["run"].size:
-        run = smp["run"].astype(np.intp)
-        gid = runs.group.to_numpy()[run]
-        pos = pd.Index(table.index).get_indexer(gid)
-        lc = stats.length_controlled_win_rate_many(smp["win"], smp["dlen"], pos, runs.seed.to_numpy()[run],
-                                                   smp["prompt"], n_resamples=opts.n_resamples, alpha=opts.alpha,
-                                                   seed=opts.seed, method=opts.lc_method, raw_ci=False)
+    lc = lc() if callable(lc) else lc if lc is not None else lc_stats(block, opts)
+    if lc is not None:
         n = len(lc["lc_win_rate"])
         idx = table.index[:n]
         table.loc[idx, "lc_win_rate"] = lc["lc_win_rate"]

@@ -36,6 +36,7 @@ __all__ = [
     "hierarchical_bootstrap",
     "hierarchical_bootstrap_many",
     "hierarchical_bootstrap_replicates",
+    "hierarchical_bootstrap_replicates_many",
     "percentile_ci",
     "bootstrap_p_value",
     "seed_stats",
@@ -101,15 +102,35 @@ def _counts(idx, n):
 
 
 def _percentile_interval(boot, alpha):
-    """Percentile interval of bootstrap replicates along axis 0 (NaNs ignored)."""
+    """Percentile interval of bootstrap replicates along axis 0 (NaNs ignored).
+
+    Columns without NaN go through one batched ``np.quantile``; only the
+    columns holding a NaN take ``np.nanquantile`` (which loops over columns in
+    Python), and an all-NaN column gives NaN. Per column this is the same
+    order statistics and the same interpolation as ``np.nanquantile`` on the
+    whole array, so the numbers are identical, bit for bit.
+    """
     q = [alpha / 2.0, 1.0 - alpha / 2.0]
-    if np.isnan(boot).any():
-        with warnings.catch_warnings():
-            # an all-NaN column (statistic undefined in every resample) -> NaN
-            warnings.simplefilter("ignore", RuntimeWarning)
-            lo, hi = np.nanquantile(boot, q, axis=0)
-    else:
+    if boot.ndim == 1:
+        if not np.isnan(boot).any():
+            lo, hi = np.quantile(boot, q)
+        elif np.isnan(boot).all():
+            lo = hi = np.float64(np.nan)
+        else:
+            lo, hi = np.nanquantile(boot, q)
+        return lo, hi
+    nan_col = np.isnan(boot).any(axis=0)
+    if not nan_col.any():
         lo, hi = np.quantile(boot, q, axis=0)
+        return lo, hi
+    lo = np.full(boot.shape[1:], np.nan)
+    hi = np.full(boot.shape[1:], np.nan)
+    clean = ~nan_col
+    if clean.any():
+        lo[clean], hi[clean] = np.quantile(boot[:, clean], q, axis=0)
+    some = nan_col & ~np.isnan(boot).all(axis=0)
+    for k in zip(*np.nonzero(some)):
+        lo[k], hi[k] = np.nanquantile(boot[(slice(None),) + k], q)
     return lo, hi
 
 
@@ -247,7 +268,24 @@ def _hier_boot(X, n_resamples, seed, shared_items):
     """Bootstrap replicates of the grand mean for a stack of configs.
 
     X: [n_configs, n_seeds, n_items] with NaN = missing. Returns
-    [n_resamples, n_configs].
+    [n_resamples, n_configs]. See ``_hier_boot_many``.
+    """
+    return _hier_boot_many([X], n_resamples, seed, shared_items)[0]
+
+
+# rows of resamples per block in the gather branch: the gathered [rows, seeds,
+# items] cells and their flat indices stay in cache
+_GATHER_ROWS = 256
+
+
+def _hier_boot_many(Xs, n_resamples, seed, shared_items):
+    """Bootstrap replicates of the grand mean for several stacks of configs.
+
+    Xs: list of [n_configs_k, n_seeds, n_items] arrays (NaN = missing), all
+    with the same (n_seeds, n_items). Returns a list of [n_resamples,
+    n_configs_k] arrays; element k equals ``_hier_boot_many([Xs[k]], ...)[0]``
+    bit for bit: every stack is resampled with the same draws (they depend
+    only on the seed and (n_seeds, n_items)), which are made once per chunk.
 
     Per resample: draw n_seeds seed slots with replacement; for each slot draw
     n_items item indices with replacement (nested), or one item draw shared by
@@ -263,73 +301,111 @@ def _hier_boot(X, n_resamples, seed, shared_items):
     matrix products of item multiplicities [slots, items] with the scores
     [items, configs], so the cost per config is a few flops per resampled cell.
     """
-    C, S, I = X.shape
-    present = ~np.isnan(X)
-    has_nan = not bool(present.all())
-    Xz = np.where(present, X, 0.0)
-    # For a handful of configs a direct gather of the resampled cells is
-    # cheaper than building multiplicity matrices for the matrix product.
-    gather = C <= _GATHER_MAX_CONFIGS
-    if not gather and shared_items:
-        V = Xz.reshape(C * S, I).T.copy()  # [I, C*S]
-        P = present.reshape(C * S, I).T.astype(np.float64) if has_nan else None
-    elif not gather:
-        V3 = np.ascontiguousarray(Xz.transpose(1, 2, 0))  # [S, I, C]: seed s's scores, items x configs
-        P3 = np.ascontiguousarray(present.transpose(1, 2, 0)).astype(np.float64) if has_nan else None
-    out = np.empty((int(n_resamples), C))
+    S, I = Xs[0].shape[1:]
+    if any(X.shape[1:] != (S, I) for X in Xs):
+        raise ValueError("every stack needs the same (n_seeds, n_items)")
+    prep = []
+    for X in Xs:
+        C = X.shape[0]
+        present = ~np.isnan(X)
+        has_nan = not bool(present.all())
+        Xz = np.where(present, X, 0.0)
+        # For a handful of configs a direct gather of the resampled cells is
+        # cheaper than building multiplicity matrices for the matrix product.
+        d = dict(C=C, has_nan=has_nan, gather=C <= _GATHER_MAX_CONFIGS, out=np.empty((int(n_resamples), C)))
+        if d["gather"]:
+            d["flat"] = [Xz[c].ravel() for c in range(C)]
+            d["pflat"] = [present[c].ravel() for c in range(C)] if has_nan else None
+        elif shared_items:
+            d["V"] = Xz.reshape(C * S, I).T.copy()  # [I, C*S]
+            d["P"] = present.reshape(C * S, I).T.astype(np.float64) if has_nan else None
+        else:
+            d["V3"] = np.ascontiguousarray(Xz.transpose(1, 2, 0))  # [S, I, C]: seed s's scores, items x configs
+            d["P3"] = np.ascontiguousarray(present.transpose(1, 2, 0)).astype(np.float64) if has_nan else None
+        prep.append(d)
+    any_gather = any(d["gather"] for d in prep)
+    any_product = not all(d["gather"] for d in prep)
     rng = np.random.default_rng(seed)
     per = I if shared_items else S * I
     for start, b in _chunks(n_resamples, per):
         # With one seed the seed draw is trivially all zeros: skip the RNG so
         # the item stream matches bootstrap_ci exactly.
         sidx = rng.integers(0, S, size=(b, S)) if S > 1 else np.zeros((b, 1), np.intp)
-        if gather:
-            # same draws as the matrix-product branch, so results agree
-            iidx = rng.integers(0, I, size=(b, I) if shared_items else (b * S, I))
-            iidx = iidx[:, None, :] if shared_items else iidx.reshape(b, S, I)
-            cells = (sidx[:, :, None], iidx)  # [b, S, I] seed and item of each draw
-            num = np.stack([Xz[c][cells].sum(axis=(1, 2)) for c in range(C)], axis=1)
-            if has_nan:
-                den = np.stack([present[c][cells].sum(axis=(1, 2)) for c in range(C)], axis=1)
-            else:
-                den = float(S * I)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[start:start + b] = num / den
-        elif shared_items:
-            W = _counts(rng.integers(0, I, size=(b, I)), I)  # [b, I]
+        # one item draw per chunk, read by both branches (same draws, so results agree)
+        iidx = rng.integers(0, I, size=(b, I) if shared_items else (b * S, I))
+        if any_gather:
+            _gather_means(prep, sidx, iidx, shared_items, S, I, start, b)
+        if not any_product:
+            continue
+        if shared_items:
+            W = _counts(iidx, I)  # [b, I]
             mult = _counts(sidx, S)  # [b, S]: how often each seed was drawn
-            cb = max(1, _CHUNK_ELEMS // (b * S))  # configs per block
-            for c0 in range(0, C, cb):
-                cols = slice(c0 * S, min(C, c0 + cb) * S)
-                num = np.einsum("bcs,bs->bc", (W @ V[:, cols]).reshape(b, -1, S), mult)
-                if has_nan:
-                    den = np.einsum("bcs,bs->bc", (W @ P[:, cols]).reshape(b, -1, S), mult)
-                else:
-                    den = float(S * I)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    out[start:start + b, c0:c0 + cb] = num / den
         else:
-            W = _counts(rng.integers(0, I, size=(b * S, I)), I)  # [b*S, I], row = (resample, slot)
+            W = _counts(iidx, I)  # [b*S, I], row = (resample, slot)
             slot_seed = sidx.ravel()
             # Group the slots by the seed they drew, so each slot's item
             # weights multiply only that seed's scores: one product per seed,
             # [slots drawing s, items] @ [items, configs].
             rows = [np.flatnonzero(slot_seed == s) for s in range(S)]
             Ws = [W[r] for r in rows]
-            cb = max(1, _CHUNK_ELEMS // (b * S))
-            for c0 in range(0, C, cb):
-                c1 = min(C, c0 + cb)
-                num = np.empty((b * S, c1 - c0))
-                den = np.empty((b * S, c1 - c0)) if has_nan else None
-                for s in range(S):
-                    num[rows[s]] = Ws[s] @ V3[s, :, c0:c1]
+        cb = max(1, _CHUNK_ELEMS // (b * S))  # configs per block
+        for d in prep:
+            if d["gather"]:
+                continue
+            C, has_nan, out = d["C"], d["has_nan"], d["out"]
+            if shared_items:
+                V, P = d["V"], d["P"]
+                for c0 in range(0, C, cb):
+                    cols = slice(c0 * S, min(C, c0 + cb) * S)
+                    num = np.einsum("bcs,bs->bc", (W @ V[:, cols]).reshape(b, -1, S), mult)
                     if has_nan:
-                        den[rows[s]] = Ws[s] @ P3[s, :, c0:c1]
-                num = num.reshape(b, S, -1).sum(axis=1)
-                den = den.reshape(b, S, -1).sum(axis=1) if has_nan else float(S * I)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    out[start:start + b, c0:c1] = num / den
-    return out
+                        den = np.einsum("bcs,bs->bc", (W @ P[:, cols]).reshape(b, -1, S), mult)
+                    else:
+                        den = float(S * I)
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        out[start:start + b, c0:c0 + cb] = num / den
+            else:
+                V3, P3 = d["V3"], d["P3"]
+                for c0 in range(0, C, cb):
+                    c1 = min(C, c0 + cb)
+                    num = np.empty((b * S, c1 - c0))
+                    den = np.empty((b * S, c1 - c0)) if has_nan else None
+                    for s in range(S):
+                        num[rows[s]] = Ws[s] @ V3[s, :, c0:c1]
+                        if has_nan:
+                            den[rows[s]] = Ws[s] @ P3[s, :, c0:c1]
+                    num = num.reshape(b, S, -1).sum(axis=1)
+                    den = den.reshape(b, S, -1).sum(axis=1) if has_nan else float(S * I)
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        out[start:start + b, c0:c1] = num / den
+    return [d["out"] for d in prep]
+
+
+def _gather_means(prep, sidx, iidx, shared_items, S, I, start, b):
+    """The gather branch of ``_hier_boot_many`` for one chunk of resamples.
+
+    The cell (seed slot, item) of resample r is read from the flat [S*I]
+    scores at sidx * I + item; the flat indices are made once per block of
+    rows and serve every gathered config. Each resample's mean is the sum
+    over its [S, I] gathered cells (numpy's pairwise sum over the contiguous
+    row), as in a direct fancy-indexed gather.
+    """
+    iidx = iidx if shared_items else iidx.reshape(b, S, I)
+    for r0 in range(0, b, _GATHER_ROWS):
+        r1 = min(b, r0 + _GATHER_ROWS)
+        base = sidx[r0:r1, :, None] * I
+        lin = base + (iidx[r0:r1, None, :] if shared_items else iidx[r0:r1])  # [rows, S, I]
+        for d in prep:
+            if not d["gather"]:
+                continue
+            out = d["out"]
+            num = np.stack([np.take(f, lin).sum(axis=(1, 2)) for f in d["flat"]], axis=1)
+            if d["has_nan"]:
+                den = np.stack([np.take(p, lin).sum(axis=(1, 2)) for p in d["pflat"]], axis=1)
+            else:
+                den = float(S * I)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[start + r0:start + r1] = num / den
 
 
 def _grand_mean(X):
@@ -423,6 +499,28 @@ def hierarchical_bootstrap_replicates(scores, n_resamples=10000, seed=0, shared_
     if min(X.shape) == 0:
         return np.full((int(n_resamples), X.shape[0]), np.nan)
     return _hier_boot(X, n_resamples, seed, shared_items)
+
+
+def hierarchical_bootstrap_replicates_many(scores, n_resamples=10000, seed=0, shared_items=False):
+    """``hierarchical_bootstrap_replicates`` for several score stacks under the same resamples.
+
+    scores: list of [n_configs_k, n_seeds, n_items] arrays (e.g. one per
+    metric, or one per paired difference) with the same (n_seeds, n_items).
+    Returns a list whose element k is exactly
+    ``hierarchical_bootstrap_replicates(scores[k], n_resamples, seed,
+    shared_items)``; the resample draws, which depend only on the seed and the
+    shape, are made once for all of them.
+    """
+    Xs = [np.asarray(x, dtype=np.float64) for x in scores]
+    for X in Xs:
+        if X.ndim != 3:
+            raise ValueError(f"scores must be [n_configs, n_seeds, n_items], got shape {X.shape}")
+    live = [k for k, X in enumerate(Xs) if min(X.shape) > 0]
+    out = [np.full((int(n_resamples), X.shape[0]), np.nan) for X in Xs]
+    if live:
+        for k, rep in zip(live, _hier_boot_many([Xs[k] for k in live], n_resamples, seed, shared_items)):
+            out[k] = rep
+    return out
 
 
 def percentile_ci(boot, alpha=0.05):
@@ -693,7 +791,9 @@ def probability_of_improvement_many(x, y, n_resamples=2000, seed=0, alpha=0.05):
     for start, b in _chunks(n_resamples, nx + ny):
         cx = _counts(rng.integers(0, nx, size=(b, nx)), nx)
         cy = _counts(rng.integers(0, ny, size=(b, ny)), ny)
-        boot[start:start + b] = (cx[:, :, None] * cy[:, None, :]).reshape(b, nx * ny) @ Gf / (nx * ny)
+        out = boot[start:start + b]  # the product lands in place (rows of a C-ordered array)
+        np.matmul((cx[:, :, None] * cy[:, None, :]).reshape(b, nx * ny), Gf, out=out)
+        out /= nx * ny
     lo, hi = _percentile_interval(boot, alpha)
     return dict(p=G.mean(axis=(1, 2)), low=lo, high=hi)
 
@@ -1021,13 +1121,23 @@ def _fit_bt(W, anchor, l2, max_iter=200, tol=1e-10, max_step=5.0, theta0=None):
         theta += np.nan_to_num(np.asarray(theta0, dtype=np.float64))
         theta[:, anchor] = 0.0
     eye = np.eye(P - 1)
+    diag = np.arange(P)
+    # [B, P, P] work arrays reused across iterations (same operations, in place: same numbers)
+    p = np.empty((B, P, P))
+    h = np.empty((B, P, P))
+    q = np.empty((B, P, P))
     for _ in range(max_iter):
-        p = special.expit(theta[:, :, None] - theta[:, None, :])
-        g = (N * p - W).sum(axis=2) + l2 * theta
-        h = N * p * (1.0 - p)
-        H = -h
-        H[:, np.arange(P), np.arange(P)] = h.sum(axis=2)
-        Hf = H[:, free][:, :, free] + l2 * eye
+        np.subtract(theta[:, :, None], theta[:, None, :], out=p)
+        special.expit(p, out=p)
+        np.multiply(N, p, out=h)  # N p
+        np.subtract(h, W, out=q)
+        g = q.sum(axis=2) + l2 * theta
+        np.subtract(1.0, p, out=q)
+        h *= q  # N p (1 - p)
+        hsum = h.sum(axis=2)
+        H = np.negative(h, out=h)
+        H[:, diag, diag] = hsum
+        Hf = H[:, free[:, None], free[None, :]] + l2 * eye  # the free rows and columns, one gather
         step = np.linalg.solve(Hf, g[:, free][:, :, None])[:, :, 0]
         big = np.max(np.abs(step), axis=1, keepdims=True)
         step *= np.minimum(1.0, max_step / np.maximum(big, 1e-300))
@@ -1345,9 +1455,19 @@ def frontier_bootstrap(kl, reward, group, budgets, kl_max, reward_floor, n_resam
     rng = np.random.default_rng(seed)
     boot_r = np.empty((int(n_resamples), nb))
     boot_a = np.empty(int(n_resamples))
+    # with few groups most resamples choose one of a few subsets: build each
+    # distinct subset's envelope once and copy it to the resamples that drew it
+    # (the same rows, so the same numbers as building every row)
+    few = G <= 20
+    bits = (1 << np.arange(G, dtype=np.int64)) if few else None
     for start, b in _chunks(n_resamples, G * thr.size + G):
         chosen = _counts(rng.integers(0, G, size=(b, G)), G) > 0
-        Fb = np.where(chosen[:, :, None], F[None], -np.inf).max(axis=1)
+        if few:
+            code = chosen.astype(np.int64) @ bits
+            _, first, inv = np.unique(code, return_index=True, return_inverse=True)
+            Fb = np.where(chosen[first][:, :, None], F[None], -np.inf).max(axis=1)[inv.ravel()]
+        else:
+            Fb = np.where(chosen[:, :, None], F[None], -np.inf).max(axis=1)
         boot_r[start:start + b], boot_a[start:start + b] = summarise(Fb)
     rlo, rhi = _percentile_interval(boot_r, alpha)
     alo, ahi = _percentile_interval(boot_a, alpha)
