@@ -6,7 +6,8 @@ torch), and writes ``out_dir/report.md`` with ``tables/`` (Markdown, LaTeX, CSV)
 
 Modules: ``collect`` (run folders -> frames and per-prompt arrays), ``summary`` (per configuration,
 over seeds), ``compare`` (pairs, Bradley–Terry, provenance), ``sensitivity``, ``frontier``,
-``tables``, ``plots``, ``reportmd``; ``fake`` fabricates run folders for tests and benchmarks.
+``tables``, ``plots``, ``reportmd``, ``parallel`` (forked processes for statistics and figures,
+``Options.jobs``); ``fake`` fabricates run folders for tests and benchmarks.
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ parts). A result does not depend on the process that computed it: the same numbe
 """
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
@@ -48,6 +49,7 @@ def run_tasks(tasks: list[tuple[float, Callable[[], Any]]], jobs: int | None = N
     from concurrent.futures import ProcessPoolExecutor
 
     _TASKS = [fn for _, fn in tasks]
+    gc.freeze()  # the workers' garbage collector leaves the inherited objects alone (no copy-on-write)
     try:
         # the workers are forked when the first task is submitted, with _TASKS already set
         with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("fork")) as ex:
@@ -55,6 +57,7 @@ def run_tasks(tasks: list[tuple[float, Callable[[], Any]]], jobs: int | None = N
             futures = {i: ex.submit(_run, i) for i in order}
             done = [futures[i].result() for i in range(len(tasks))]
     finally:
+        gc.unfreeze()
         _TASKS = None
     for pid, cpu, _ in done:
         last_cpu[pid] = last_cpu.get(pid, 0.0) + cpu
@@ -75,7 +78,11 @@ class Background:
             ctx = multiprocessing.get_context("fork")
             self._recv, send = ctx.Pipe(duplex=False)
             self._proc = ctx.Process(target=self._child, args=(send,), daemon=True)
-            self._proc.start()
+            gc.freeze()  # as in run_tasks
+            try:
+                self._proc.start()
+            finally:
+                gc.unfreeze()
             send.close()
 
     def _child(self, send) -> None:
