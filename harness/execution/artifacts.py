@@ -45,16 +45,19 @@ class ArtifactCache:
     def resume_dir(self, kind: str, key: dict) -> Path:
         """Where a builder may keep a resumable checkpoint of the artifact it builds; removed once the
         artifact is in place (a build stopped by a signal continues from it next time)."""
-        return self.root / f".resume-{kind}-{content_hash({'format': ARTIFACT_FORMAT, 'kind': kind, **key})}"
+        return self.root / f".resume-{kind}-{self._hash(kind, key)}"
+
+    def _hash(self, kind: str, key: dict) -> str:
+        return content_hash({"format": ARTIFACT_FORMAT, "kind": kind, **key})
 
     def existing(self, kind: str, key: dict) -> Path | None:
         """The artifact's folder if it was built, else None (nothing is created)."""
-        final = self.root / f"{kind}-{content_hash({'format': ARTIFACT_FORMAT, 'kind': kind, **key})}"
+        final = self.root / f"{kind}-{self._hash(kind, key)}"
         return final if final.is_dir() else None
 
     def get_or_build(self, kind: str, key: dict, build: Callable[[Path], None]) -> tuple[Path, bool]:
         """(folder, built_now). ``build(tmp)`` fills a fresh folder that is renamed into place."""
-        h = content_hash({"format": ARTIFACT_FORMAT, "kind": kind, **key})
+        h = self._hash(kind, key)
         final = self.root / f"{kind}-{h}"
         if final.is_dir():
             return final, False
@@ -318,15 +321,13 @@ class SuiteArtifacts:
         if self.suite.data.kind not in ("synthetic_reviews", "synthetic_instructions"):
             return load_corpus(self.suite)
         key = {"seed": self.suite.seed, "data": hash_view(self.suite.data), "generator": self._generator_version()}
-        if self.read_only:
-            cached = self.cache.existing("corpus", key)
-            return json.loads((cached / "documents.json").read_text(encoding="utf-8")) if cached else load_corpus(self.suite)
-
         def build(tmp: Path) -> None:
             (tmp / "documents.json").write_text(json.dumps(load_corpus(self.suite), ensure_ascii=False),
                                                 encoding="utf-8")
 
-        path, _ = self.cache.get_or_build("corpus", key, build)
+        path = self.cache.existing("corpus", key) if self.read_only else self.cache.get_or_build("corpus", key, build)[0]
+        if path is None:  # preflight before the first build: generate, write nothing
+            return load_corpus(self.suite)
         return json.loads((path / "documents.json").read_text(encoding="utf-8"))
 
     @cached_property
