@@ -60,6 +60,8 @@ def _apply(name: str, tmp_path: Path) -> None:
         vllm.configure_environment()
     elif name == "vllm-lora-lookup":
         vllm._supports_lora(tmp_path)
+    elif name == "vllm-weight-reload":
+        vllm.VLLMSampler()._reload(tmp_path)  # checks before it touches the (absent) engine
     else:
         raise AssertionError(f"no test applies patch {name!r}: add it to _apply")
 

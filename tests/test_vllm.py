@@ -217,6 +217,96 @@ def test_lora_adapter_through_vllm_and_merged_fallback(tmp_path):
         assert got.token_ids == want, arch
 
 
+def _tiny_pair(tmp_path, arch: str):
+    """Two models of one configuration (tied input and output embeddings, as GPT-2 and SmolLM2 have)
+    saved as folders ``A`` and ``B``, a word-level tokenizer, and for Llama two LoRA adapters on A."""
+    from peft import LoraConfig, get_peft_model
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {f"w{i}": i for i in range(31)} | {"<|endoftext|>": 31}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                  pad_token="<|endoftext|>")
+    if arch == "llama":
+        def build():
+            return LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                                num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+                                                tie_word_embeddings=True, bos_token_id=31, eos_token_id=31, pad_token_id=31))
+    else:
+        def build():
+            return GPT2LMHeadModel(GPT2Config(vocab_size=32, n_positions=64, n_embd=64, n_layer=1, n_head=2,
+                                              bos_token_id=31, eos_token_id=31, pad_token_id=31))
+    models_ = {}
+    for name, seed in (("A", 0), ("B", 1)):
+        torch.manual_seed(seed)
+        m = build().eval()
+        with torch.no_grad():  # sharper distributions: the last norm's gain scales the logits
+            (m.transformer.ln_f if arch == "gpt2" else m.model.norm).weight.mul_(30.0)
+            if arch == "llama":  # else the tied head mostly repeats the input token
+                m.model.layers[0].mlp.down_proj.weight.mul_(50.0)
+        m.save_pretrained(tmp_path / name)
+        tok.save_pretrained(tmp_path / name)
+        models_[name] = m
+    if arch == "llama":
+        for k in (1, 2):
+            torch.manual_seed(10 + k)
+            peft = get_peft_model(build().eval(), LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"],
+                                                             init_lora_weights=False))
+            with torch.no_grad():
+                for name, w in peft.named_parameters():
+                    if "lora_B" in name:
+                        w.mul_(30.0)
+            peft.save_pretrained(tmp_path / f"L{k}")
+    return tok, models_
+
+
+@pytest.mark.slow  # six engine starts of tiny models (about a minute on 2 cores)
+def test_one_engine_takes_new_weights_and_adapters_and_samples_like_a_fresh_one(tmp_path):
+    """One sampler, many policies: a model of the same configuration is loaded into the running engine
+    (no new engine) and a LoRA policy is an adapter of its base's engine; each samples token for token
+    what a fresh engine samples for the same seed. GPT-2 and Llama tie their output layer to the input
+    embedding, the case vLLM's in-place reload alone gets wrong."""
+    pytest.importorskip("vllm")
+    from harness.evaluation.sampling.vllm import VLLMSampler
+
+    settings = GenerationSettings(12, 1.0, 64)
+    prompts = [[31, 3, 7], [31, 12], [31, 5, 5, 9], [31, 1]]
+
+    def fresh(handle):
+        s = VLLMSampler()
+        try:
+            return s.sample(handle, prompts, 4, settings, seed=5).token_ids
+        finally:
+            s.close()
+
+    for arch in ("gpt2", "llama"):
+        tok, m = _tiny_pair(tmp_path / arch, arch)
+        A, B = PolicyHandle(tok, path=tmp_path / arch / "A"), PolicyHandle(tok, m["B"])  # B from memory
+        s = VLLMSampler()
+        try:
+            a1 = s.sample(A, prompts, 4, settings, seed=5).token_ids
+            b1 = s.sample(B, prompts, 4, settings, seed=5).token_ids
+            assert (s.engine_starts, s.weight_reloads) == (1, 1), arch
+            assert b1 != a1, arch  # the second model really is another policy
+            if arch == "llama":  # adapters: one restart with LoRA, then every adapter and the base on it
+                lora = [PolicyHandle(tok, path=tmp_path / arch / "A", adapter_path=tmp_path / arch / f"L{k}")
+                        for k in (1, 2)]
+                l1 = s.sample(lora[0], prompts, 4, settings, seed=5).token_ids
+                l2 = s.sample(lora[1], prompts, 4, settings, seed=5).token_ids
+                a2 = s.sample(A, prompts, 4, settings, seed=5).token_ids
+                assert s.engine_starts == 2 and len({str(a1), str(l1), str(l2)}) == 3
+                assert a2 == a1  # the base served by a LoRA engine samples as without LoRA
+            b2 = s.sample(B, prompts, 4, settings, seed=5).token_ids
+            assert b2 == b1, arch
+        finally:
+            s.close()  # before a fresh engine: vLLM runs one in-process engine at a time
+        assert fresh(B) == b1, arch  # loaded into an engine of A's = a fresh engine of B's
+        if arch == "llama":
+            assert fresh(lora[1]) == l2  # an adapter after another one: as on its own engine
+
+
 # ---------------------------------------------------------------------------------------------- process hygiene
 # A fresh process: vLLM's logging is configured when it is first imported, and the in-process engine
 # replaces torch.set_num_threads, so only a process that has not met vLLM before shows both defects.
@@ -308,14 +398,19 @@ def test_vllm_logs_move_to_stderr_when_vllm_configured_them_first():
 
 
 @pytest.mark.slow
-def test_prefbench_run_with_vllm_prints_only_the_table_on_stdout(tmp_path):
+def test_prefbench_run_with_vllm_one_engine_per_sweep_and_only_the_table_on_stdout(tmp_path):
     """`prefbench run --sampler vllm` on the tiny suite (one attention head: vLLM's CPU attention needs a
-    head size of at least 32): stdout is exactly the comparison table, every engine log is on stderr."""
+    head size of at least 32). One engine serves the whole sweep (π_SFT's baseline and every run's
+    evaluation, from the sampling server); a run's samples do not depend on what the engine served
+    before (the same DPO run in a sweep of its own samples the same tokens); stdout is exactly the
+    comparison table, every engine log is on stderr."""
     pytest.importorskip("vllm")
     import json
     import subprocess
     import sys
     from pathlib import Path
+
+    import pandas as pd
 
     from harness.analysis import headline
     from harness.execution.results import ResultsStore
@@ -325,12 +420,25 @@ def test_prefbench_run_with_vllm_prints_only_the_table_on_stdout(tmp_path):
     text = (root / "tests" / "data" / "tiny.yaml").read_text()
     assert "n_head: 2" in text
     suite.write_text(text.replace("n_head: 2", "n_head: 1"))
-    results = tmp_path / "results"
-    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(suite), "--algorithms", "sft", "--seeds", "0",
-                        "--sampler", "vllm", "--results", str(results)], capture_output=True, text=True, cwd=root,
-                       env=_clean_env(PREFBENCH_CACHE=str(tmp_path / "cache"), PREFBENCH_THREADS="1"), timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
+
+    def run(algorithms, results):
+        r = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(suite), "--algorithms", algorithms,
+                            "--seeds", "0", "--sampler", "vllm", "--results", str(results)], capture_output=True,
+                           text=True, cwd=root, timeout=900,
+                           env=_clean_env(PREFBENCH_CACHE=str(tmp_path / "cache"), PREFBENCH_THREADS="1"))
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r
+
+    r = run("sft,dpo", tmp_path / "sweep")
     assert "LLM engine" in r.stderr
-    runs = list(ResultsStore(results).iter_runs("tiny"))
-    assert len(runs) == 2 and all(json.loads((p / "config.json").read_text())["sampler"] == "vllm" for p in runs)
-    assert r.stdout == headline(results, "tiny", {p.name for p in runs}, "md")
+    assert r.stderr.count("vLLM engine started") == 1  # baseline + reference row + sft + dpo: one engine
+    runs = list(ResultsStore(tmp_path / "sweep").iter_runs("tiny"))
+    assert len(runs) == 3 and all(json.loads((p / "config.json").read_text())["sampler"] == "vllm" for p in runs)
+    assert r.stdout == headline(tmp_path / "sweep", "tiny", {p.name for p in runs}, "md")
+
+    run("dpo", tmp_path / "alone")  # the engine serves the reference row, then DPO (no SFT before it)
+    dpo = {}
+    for name in ("sweep", "alone"):
+        folder = next(q for q in ResultsStore(tmp_path / name).iter_runs("tiny") if q.name.startswith("dpo-"))
+        dpo[name] = pd.read_parquet(folder / "samples.parquet")
+    assert [list(x) for x in dpo["sweep"].completion_ids] == [list(x) for x in dpo["alone"].completion_ids]

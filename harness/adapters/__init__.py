@@ -74,6 +74,10 @@ PATCHES: dict[str, Patch] = {
         (_VLLM,), "harness.evaluation.sampling.vllm.configure_environment",
         "VLLM_CPU_* and VLLM_ENABLE_V1_MULTIPROCESSING before import, the 'uni' executor, "
         "shutdown through LLM.llm_engine.engine_core"),
+    "vllm-weight-reload": Patch(
+        (_VLLM,), "harness.evaluation.sampling.vllm.VLLMSampler._reload",
+        "Worker.reload_weights through LLM.collective_rpc; re-ties tied parameters and re-runs the tied "
+        "module's quant_method.process_weights_after_loading (the in-place reload restores its old kernel)"),
     "vllm-lora-lookup": Patch(
         (_VLLM,), "harness.evaluation.sampling.vllm._supports_lora",
         "calls the private vllm ModelRegistry._try_load_model_cls"),

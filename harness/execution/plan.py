@@ -332,8 +332,11 @@ def make_plan(req: Request, cache_root: Path) -> Plan:
         origin.update({(a, k): where for a, vals in given.items() for k in vals})
     check_training_steps(suite, preset, draft, origin, max_pairs(suite, preset, pairs_table))
     ev = suite.evaluation
-    sampler = get_sampler(req.sampler, job_tokens=suite.preset(preset).eval_prompts * ev.samples_per_prompt
-                          * ev.max_new_tokens)
+    # `auto`: one engine samples every evaluation of the sweep (its start is paid once), so the job is all
+    # of them: each run's final evaluation and its checkpoint evaluations
+    evaluations = sum(1 + r.identity["preset"]["eval_checkpoints"] for r in draft)
+    sampler = get_sampler(req.sampler, job_tokens=evaluations * suite.preset(preset).eval_prompts
+                          * ev.samples_per_prompt * ev.max_new_tokens)
     from harness.adapters import check_patches
     from harness.execution.artifacts import SuiteArtifacts
 

@@ -272,7 +272,12 @@ def _run_job(job: dict) -> dict:
     from harness.evaluation.sampling import get_sampler
     from harness.execution.artifacts import SuiteArtifacts
 
-    sampler = get_sampler(job["sampler"])
+    if job.get("sampling_server"):  # the sweep's one engine, in a process of its own
+        from harness.evaluation.sampling.server import connect
+
+        sampler = connect(job["sampling_server"])
+    else:
+        sampler = get_sampler(job["sampler"])
     art = SuiteArtifacts(job["suite"], job["preset"], job["cache_root"], sampler)
     try:
         if job["kind"] == "prepare":
@@ -487,6 +492,7 @@ class Workers:
         # fault points inside workers count over the whole invocation, as when runs were in-process
         self._fault = (target, nth, sig) if target and target != "run:commit" else None
         self._fault_hits = 0
+        self._sampling = None  # the sweep's vLLM engine server (started by the first job that needs it)
 
     def prepare(self, kinds: list[str], head: str) -> None:
         """Build the suite artifacts in a worker of their own, so no run computes them in its process."""
@@ -516,6 +522,11 @@ class Workers:
             art = self.art
             job.update(suite=art.suite, preset=art.preset_name, cache_root=str(art.cache.root.parent),
                        sampler=art.sampler.name)
+            if art.sampler.name == "vllm":  # one engine for every run of the sweep, not one per worker
+                from harness.evaluation.sampling.server import SamplingServer
+
+                self._sampling = self._sampling or SamplingServer(art.sampler.name)
+                job["sampling_server"] = self._sampling.endpoint()
         try:
             pickle.dump(job, self._jobs)
             self._jobs.flush()
@@ -578,7 +589,9 @@ class Workers:
                 pass
 
     def close(self, kill: bool = False) -> None:
-        """End the zygote (a running worker ends with it)."""
+        """End the zygote (a running worker ends with it) and the sampling server."""
+        if self._sampling is not None:
+            self._sampling.close(kill=kill)
         if self._proc is None:
             return
         proc, self._proc = self._proc, None

@@ -1,7 +1,9 @@
 """Samplers: one interface (:class:`harness.evaluation.sampling.base.Sampler`), one module per engine.
 
-``hf`` is Hugging Face ``generate``; ``vllm`` is vLLM (optional: ``requirements-vllm.txt``); ``auto``
-picks vLLM when it is installed and the job is large enough to repay the engine's start-up
+``hf`` is Hugging Face ``generate``; ``vllm`` is vLLM (optional: ``requirements-vllm.txt``; during a
+``prefbench run`` one engine serves the whole sweep from a process of its own:
+:mod:`harness.evaluation.sampling.server`); ``auto`` picks vLLM when it is installed and the job (a
+sweep: every evaluation it plans) is large enough to repay the engine's start-up
 (:data:`AUTO_VLLM_MIN_TOKENS`), else ``hf``.
 """
 from __future__ import annotations
@@ -18,7 +20,9 @@ DEFAULT_SAMPLER = "hf"  # the one default: `prefbench run --sampler`, plans and 
 # ~24k-61k tokens. Below ~50k tokens the start-up cannot be repaid; above it vLLM wins wherever its
 # steady state is faster than HF (GPU; larger models). On CPU with a 1M-parameter model the two
 # engines sample at about the same speed (0.6-1.6x), so there `auto` changes little either way.
-# The sentiment smoke evaluation (128 prompts × 1 × 48 = 6k tokens) stays on HF.
+# The engine starts once per sweep, so a sweep's job is all its evaluations: the sentiment smoke
+# comparison (2 runs + the reference row, 128 prompts × 1 × 48 = 6k tokens each) stays on HF; a sweep
+# with 9 such evaluations or more (a run's checkpoint evaluations count) takes vLLM.
 AUTO_VLLM_MIN_TOKENS = 50_000
 
 
@@ -36,8 +40,8 @@ def resolve_auto(job_tokens: int | None) -> str:
 
 
 def get_sampler(name: str, where: str = "--sampler", job_tokens: int | None = None):
-    """A sampler by name. ``job_tokens`` (prompts × samples per prompt × max_new_tokens of the
-    largest sampling job) is only used by ``auto``; without it ``auto`` means ``hf``."""
+    """A sampler by name. ``job_tokens`` (prompts × samples per prompt × max_new_tokens, summed over
+    the evaluations one engine will serve) is only used by ``auto``; without it ``auto`` means ``hf``."""
     if name == "auto":
         name = resolve_auto(job_tokens)
     if name == "hf":

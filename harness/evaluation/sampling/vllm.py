@@ -17,10 +17,17 @@ Details that make the two engines interchangeable:
 
 Log-probabilities are never taken from vLLM: KL and log-ratios come from :mod:`harness.training.logprobs`.
 
-The engine is started once per model and kept for the lifetime of the sampler (one engine at a
-time; ``close()`` frees it). In-memory models are saved to a temporary folder first (safetensors)
-and identified by a hash of their weights, so an evaluation of the same weights reuses the engine
-and a changed model gets a fresh one. On CPU the engine runs in-process by default (start-up in
+The engine is started once and kept for the lifetime of the sampler (one engine at a time;
+``close()`` frees it). A model with the same architecture and configuration as the engine's is not
+given a new engine: its weights are loaded into the running one (:func:`_reload_in_worker`), which
+takes a fraction of a second where a start takes 10-30 s, and samples exactly what a fresh engine
+samples (tested). A LoRA policy is served as an adapter of its base model's engine (multi-LoRA: one
+engine for every adapter); an engine started without LoRA is restarted once with it when the first
+adapter arrives, and then also serves plain models (the same samples as an engine without LoRA,
+tested). A different architecture, configuration or a longer context restarts the engine. In-memory
+models are saved to a temporary folder first (safetensors) and identified by a hash of their weights,
+so an evaluation of the same weights loads nothing. :mod:`harness.evaluation.sampling.server` keeps
+one such sampler in a process of its own for a whole sweep, so the engine starts once per sweep. On CPU the engine runs in-process by default (start-up in
 seconds instead of a minute); ``PREFBENCH_VLLM_MULTIPROC=1`` selects vLLM's multiprocess engine,
 steadier for long jobs on a quiet machine (then the calling script needs ``if __name__ ==
 "__main__":``). An in-process engine touches process-wide state, which is saved and given back around
@@ -54,6 +61,10 @@ from harness.evaluation.sampling.base import Completions, GenerationSettings, Po
 from harness.core.seeds import derive
 
 _LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+# configuration keys an inference engine never reads (with dropout rates): two models that differ only
+# here share an engine (a policy loaded for training has dropout off, its saved folder may not)
+_NOT_THE_ENGINES = ("transformers_version", "dtype", "torch_dtype", "name_or_path", "use_cache",
+                    "output_attentions", "output_hidden_states", "return_dict")
 
 
 def available() -> bool:
@@ -156,16 +167,20 @@ class VLLMSampler:
         self.enforce_eager = enforce_eager
         self.dtype = dtype
         self._llm = None
-        self._key = None
+        self._key = None                  # the weights the engine holds (see _folder_for)
+        self._shape = None                # (configuration signature, max_model_len): what a reload keeps
+        self._rank = 0                    # the engine's max_lora_rank; 0: started without LoRA
+        self._len = 0
         self._tmp: str | None = None      # folder of an in-memory model saved for the engine
         self._lora_ids: dict[str, int] = {}
         self.engine_starts = 0            # engines created by this sampler (tests, benchmarks)
+        self.weight_reloads = 0           # models loaded into a running engine instead of a new one
         self.last_start_s = 0.0           # seconds the last engine start took (import excluded)
 
     # ------------------------------------------------------------------ engine
     def close(self) -> None:
         """Shut the engine down and delete the temporary model folder, if any."""
-        llm, self._llm, self._key = self._llm, None, None
+        llm, self._llm, self._key, self._shape, self._rank = self._llm, None, None, None, 0
         if llm is not None:
             try:
                 llm.llm_engine.engine_core.shutdown()
@@ -175,6 +190,9 @@ class VLLMSampler:
             import gc
 
             gc.collect()
+        self._drop_tmp()
+
+    def _drop_tmp(self) -> None:
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
@@ -196,44 +214,44 @@ class VLLMSampler:
             path = Path(policy.path).resolve()
             if policy.adapter_path is not None:
                 adapter = Path(policy.adapter_path).resolve()
-                if _supports_lora(path):  # one engine serves every adapter of this base (up to its rank)
-                    return f"lora:{path}:r{_lora_rank(adapter)}", path, str(adapter)
+                if _supports_lora(path):  # the base's weights; the adapter is chosen per request
+                    return f"path:{path}", path, str(adapter)
                 return f"merged:{path}:{adapter}", None, None
             return f"path:{path}", path, None
         if model is None:
             raise ValueError("PolicyHandle needs a model or a path")
         return "mem:" + _weights_hash(model), None, None
 
-    def _write_folder(self, policy: PolicyHandle) -> Path:
-        import copy
-
-        tmp = Path(tempfile.mkdtemp(prefix="prefbench-vllm-"))
-        model = policy.model
-        if model is None or policy.adapter_path is not None:
-            from harness.training.models import load_policy
-
-            model, _ = load_policy(policy.path)
-            if policy.adapter_path is not None:
-                from peft import PeftModel
-
-                model = PeftModel.from_pretrained(model, str(policy.adapter_path))
-        if hasattr(model, "merge_and_unload"):
-            model = copy.deepcopy(model).merge_and_unload()
-        model.save_pretrained(tmp, safe_serialization=True)
-        policy.tokenizer.save_pretrained(tmp)
-        self._tmp = str(tmp)
-        return tmp
-
     def _engine(self, policy: PolicyHandle, max_len_needed: int):
+        """The engine for ``policy`` holding its weights: the running one when it fits (same weights;
+        or the same configuration, whose weights are then reloaded in place), else a new one."""
         key, folder, adapter = self._folder_for(policy)
-        if self._llm is not None and self._key == key and max_len_needed <= self._len:
+        rank = _lora_rank(adapter) if adapter is not None else 0
+        if self._llm is not None and self._key == key and max_len_needed <= self._len and rank <= self._rank:
             return self._llm, adapter
-        self.close()
-        if folder is None:
-            folder = self._write_folder(policy)
-        configure_environment()
-        import time
+        written = folder is None
+        if written:
+            folder = write_model_folder(policy)
+        try:
+            shape, length = self._shape_of(folder, max_len_needed)
+            if self._llm is not None and self._shape == shape and rank <= self._rank:
+                self._reload(folder)
+            else:
+                self._start(folder, shape, length, max(rank, self._rank if self._shape == shape else 0))
+        except BaseException:
+            if written:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        self._key = key
+        if written:  # the engine holds the weights now; an earlier written folder is no longer needed
+            self._drop_tmp()
+            self._tmp = str(folder)
+        return self._llm, adapter
 
+    def _shape_of(self, folder: Path, max_len_needed: int) -> tuple[tuple, int | None]:
+        """(what an engine must share with ``folder``'s model to take its weights by a reload, the
+        engine length). The shape is the model configuration, minus what ``save_pretrained`` rewrites
+        and names, and the engine length."""
         from transformers import AutoConfig
 
         cfg = AutoConfig.from_pretrained(str(folder))
@@ -242,6 +260,15 @@ class VLLMSampler:
         if length is not None and max_len_needed > length:
             raise ValueError(f"prompt + max_new_tokens = {max_len_needed} tokens exceeds the engine's "
                              f"max_model_len {length}")
+        signature = {k: v for k, v in cfg.to_dict().items()
+                     if not (k.startswith("_") or k in _NOT_THE_ENGINES or "dropout" in k or k.endswith("pdrop"))}
+        return (json.dumps(signature, sort_keys=True, default=str), length), length
+
+    def _start(self, folder: Path, shape: tuple, length: int | None, rank: int) -> None:
+        import time
+
+        self.close()
+        configure_environment()
         kwargs = dict(model=str(folder), dtype=self.dtype, enforce_eager=self.enforce_eager,
                       max_num_seqs=self.max_num_seqs, seed=0, skip_tokenizer_init=True,
                       generation_config="vllm")
@@ -249,8 +276,8 @@ class VLLMSampler:
             kwargs["max_model_len"] = length
         if _in_process():
             kwargs["distributed_executor_backend"] = "uni"
-        if adapter is not None:
-            kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=_lora_rank(adapter))
+        if rank:
+            kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=rank)
         with _preserve_process_state():
             from vllm import LLM
 
@@ -259,16 +286,35 @@ class VLLMSampler:
             self._llm = LLM(**kwargs)
             self.last_start_s = time.perf_counter() - t0
             _logs_to_stderr()  # the engine may have set vLLM's logging up again
-        self._key, self._len, self.engine_starts = key, length or 10**9, self.engine_starts + 1
-        return self._llm, adapter
+        self._shape, self._len, self._rank = shape, length or 10**9, rank
+        self.engine_starts += 1
+
+    def _reload(self, folder: Path) -> None:
+        """Load ``folder``'s weights into the running engine (same configuration) and forget every
+        cached key/value block computed with the old ones."""
+        from harness.adapters import require_patch
+
+        require_patch("vllm-weight-reload")
+        with _preserve_process_state():
+            self._llm.collective_rpc(_reload_in_worker, args=(str(folder),))
+            self._llm.reset_prefix_cache()
+        self.weight_reloads += 1
 
     # ------------------------------------------------------------------ sampling
     def sample(self, policy: PolicyHandle, prompt_ids: Sequence[Sequence[int]], n: int,
                settings: GenerationSettings, seed: int, desc: str = "sampling") -> Completions:
-        tok = policy.tokenizer
         from harness.suites.prompting import stop_token_ids
 
-        eos = stop_token_ids(tok)  # EOS and a chat template's end-of-turn token, as in the HF sampler
+        eos = stop_token_ids(policy.tokenizer)  # EOS and a chat template's end-of-turn token, as in HF
+        raw, info = self.generate(policy, prompt_ids, n, settings, seed, eos)
+        comp = finish_completions(raw, eos, settings.max_new_tokens, policy.tokenizer, n, engine=self.name)
+        comp.info.update(info)
+        return comp
+
+    def generate(self, policy: PolicyHandle, prompt_ids: Sequence[Sequence[int]], n: int,
+                 settings: GenerationSettings, seed: int, eos: Sequence[int]) -> tuple[list[list[int]], dict]:
+        """The raw continuations (prompt-major, ``n`` per prompt, not yet cut at a stop token) and what
+        the engine did; :meth:`sample` without the tokenizer (the sampling server's half of it)."""
         prompts = [[int(t) for t in p] for p in prompt_ids]
         needed = max((len(p) for p in prompts), default=0) + settings.max_new_tokens
         llm, adapter = self._engine(policy, needed)
@@ -291,9 +337,55 @@ class VLLMSampler:
         for out in outs:  # vLLM returns requests in input order
             samples = sorted(out.outputs, key=lambda c: c.index)
             raw.extend(list(c.token_ids) for c in samples)
-        comp = finish_completions(raw, eos, settings.max_new_tokens, tok, n, engine=self.name)
-        comp.info.update({"engine_starts": self.engine_starts, "lora": adapter is not None})
-        return comp
+        return raw, {"engine_starts": self.engine_starts, "weight_reloads": self.weight_reloads,
+                     "lora": adapter is not None}
+
+
+def _reload_in_worker(worker, folder: str) -> None:
+    """Run in vLLM's worker (``LLM.collective_rpc``): load the checkpoint in ``folder`` into the
+    running model. vLLM's in-place reload restores the old kernel tensors of a module whose
+    parameters the checkpoint does not name; a tied output layer (``lm_head`` sharing the input
+    embedding: GPT-2, SmolLM2) is such a module, so it would keep computing with the old embedding.
+    Tied parameters are therefore tied again afterwards and the tied module re-processed (on CPU that
+    rebuilds the packed GEMM weights its forward actually uses). Without this a reloaded engine
+    samples differently from a fresh one; the test compares them."""
+    model = worker.model_runner.get_model()
+    aliases: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(p), []).append(name)
+    worker.reload_weights(weights_path=folder)
+    for names in (n for n in aliases.values() if len(n) > 1):
+        source = model.get_parameter(names[0])
+        for other in names[1:]:
+            module_name, _, attr = other.rpartition(".")
+            module = model.get_submodule(module_name)
+            setattr(module, attr, source)
+            method = getattr(module, "quant_method", None)
+            if method is not None:
+                method.process_weights_after_loading(module)
+
+
+def write_model_folder(policy: PolicyHandle) -> Path:
+    """Save ``policy`` as a plain model folder for an engine (a new temporary folder, safetensors): its
+    in-memory model, or its base with its adapter merged in; a PEFT model is merged on a copy."""
+    import copy
+
+    tmp = Path(tempfile.mkdtemp(prefix="prefbench-vllm-"))
+    model = policy.model
+    if model is None or policy.adapter_path is not None:
+        from harness.training.models import load_policy
+
+        model, _ = load_policy(policy.path)
+        if policy.adapter_path is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(policy.adapter_path))
+    if hasattr(model, "merge_and_unload"):
+        model = copy.deepcopy(model).merge_and_unload()
+    model.save_pretrained(tmp, safe_serialization=True)
+    if policy.tokenizer is not None:  # the engine never reads it (skip_tokenizer_init); for people
+        policy.tokenizer.save_pretrained(tmp)
+    return tmp
 
 
 def _lora_rank(adapter: Path | str) -> int:

@@ -1,0 +1,159 @@
+"""Evaluating the policies of a sweep: one vLLM engine for all of them against HF ``generate``.
+
+This is what a sweep pays to sample its evaluations, measured side by side in one run on the same
+policies, prompts and settings:
+
+- **vLLM**: the path ``prefbench run --sampler vllm`` takes. A sampling server is started (a process of
+  its own, which imports vLLM and starts one engine on π_SFT), and every policy is sampled through it
+  from a client (:class:`harness.evaluation.sampling.server.RemoteSampler`), as each run's worker
+  process does: π_SFT first, then each LoRA policy as an adapter of the running engine. The clock
+  runs from the server's start to the last policy's samples: process start, ``import vllm`` and the
+  engine start are all included.
+- **HF**: :class:`harness.evaluation.sampling.hf.HFSampler` in this process, on each policy as a run
+  evaluates it: π_SFT, and each LoRA policy merged into its base (merging is not timed: a run has the
+  merged model in memory when it evaluates).
+
+Workload: the ``instruct`` suite (SmolLM2-135M-Instruct in its chat template, fp32), its evaluation
+prompts and generation settings (``--preset``: ``full`` has 256 prompts, 24 new tokens, batches of
+32), π_SFT and ``--policies - 1`` LoRA policies with the suite's LoRA settings (rank 16, every linear
+layer). The adapters are random (seeded, scaled so each one visibly changes the samples), standing in
+for trained ones: sampling costs the same for any adapter values. The two sides sample different
+tokens (different engines), so both token totals and tokens/s are printed.
+
+    python benchmarks/bench_sweep_sampling.py                     # 6 policies, full preset
+    python benchmarks/bench_sweep_sampling.py --policies 6 --preset smoke --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def parse_args(argv=None):
+    default_results = Path(os.environ.get("PREFBENCH_RESULTS", REPO / "results"))
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--policies", type=int, default=6, help="policies to evaluate: π_SFT + LoRA ones (default 6)")
+    p.add_argument("--preset", default="full", help="instruct preset whose evaluation prompts are used (default full)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads on both sides (default: torch's)")
+    p.add_argument("--results", type=Path, default=default_results, help="results folder whose _cache holds π_SFT")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def make_adapters(base_dir: Path, lora, k: int, out: Path) -> list[Path]:
+    """``k`` seeded random LoRA adapters on the model in ``base_dir`` (the suite's LoRA settings)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from harness.training.models import load_policy
+
+    folders = []
+    for i in range(k):
+        model, _ = load_policy(base_dir)
+        torch.manual_seed(1000 + i)
+        peft = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=lora.target_modules,
+                                                init_lora_weights=False))
+        with torch.no_grad():  # PEFT's random B is tiny; scaled up so the policy differs from π_SFT
+            for name, w in peft.named_parameters():
+                if "lora_B" in name:
+                    w.normal_(0.0, 0.02)
+        folders.append(out / f"adapter-{i}")
+        peft.save_pretrained(folders[-1])
+    return folders
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.policies < 1:
+        print("--policies: at least 1", file=sys.stderr)
+        return 2
+    os.environ.setdefault("PREFBENCH_QUIET", "1")
+    if args.threads:
+        os.environ["PREFBENCH_THREADS"] = str(args.threads)  # the sampling server applies it too
+    import torch
+
+    from harness.core import env
+
+    env.apply_threads()
+    env.quiet_libraries()
+    from harness.evaluation.sampling.base import GenerationSettings, PolicyHandle
+    from harness.evaluation.sampling.hf import HFSampler
+    from harness.evaluation.sampling.server import SamplingServer, connect
+    from harness.evaluation.sampling.vllm import available
+    from harness.execution.artifacts import SuiteArtifacts
+    from harness.suites.spec import load_suite
+
+    if not available():
+        print("vLLM is not installed: pip install -r requirements-vllm.txt", file=sys.stderr)
+        return 2
+    suite = load_suite("instruct")
+    art = SuiteArtifacts(suite, args.preset, Path(os.environ.get("PREFBENCH_CACHE", args.results / "_cache")))
+    ev = suite.evaluation
+    base_dir, tok, prompts = art.reference_dir, art.tokenizer, art.eval_prompt_ids
+    settings = GenerationSettings(ev.max_new_tokens, ev.temperature, ev.batch_size)
+    tmp = Path(tempfile.mkdtemp(prefix="prefbench-bench-"))
+    try:
+        adapters = make_adapters(base_dir, suite.lora, args.policies - 1, tmp)
+        print(f"workload: instruct/{args.preset}: {len(prompts)} prompts x {ev.samples_per_prompt} sample, "
+              f"{ev.max_new_tokens} new tokens, temperature {ev.temperature}, fp32; {args.policies} policies "
+              f"(π_SFT + {len(adapters)} LoRA r={suite.lora.r} {suite.lora.target_modules}); HF batch {ev.batch_size}; "
+              f"torch threads {torch.get_num_threads()}; load average {'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
+        # vLLM: the sweep's path, server start to last sample
+        t0 = time.perf_counter()
+        server = SamplingServer("vllm")
+        vllm_rows = []
+        try:
+            with connect(server.endpoint()) as client:
+                for i, adapter in enumerate([None, *adapters]):
+                    t = time.perf_counter()
+                    handle = PolicyHandle(tok, None, base_dir, adapter_path=adapter)
+                    comp = client.sample(handle, prompts, ev.samples_per_prompt, settings, seed=args.seed + i)
+                    vllm_rows.append((time.perf_counter() - t, int(comp.lengths.sum()), comp.info))
+            vllm_s = time.perf_counter() - t0
+        finally:
+            server.close()
+        # HF: each policy as a run evaluates it (merged LoRA; merging not timed)
+        from peft import PeftModel
+
+        from harness.training.models import load_policy
+
+        hf, hf_rows = HFSampler(), []
+        for i, adapter in enumerate([None, *adapters]):
+            model, _ = load_policy(base_dir)
+            if adapter is not None:
+                model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+            t = time.perf_counter()
+            comp = hf.sample(PolicyHandle(tok, model.eval()), prompts, ev.samples_per_prompt, settings, seed=args.seed + i)
+            hf_rows.append((time.perf_counter() - t, int(comp.lengths.sum())))
+        hf_s = sum(r[0] for r in hf_rows)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print("\n| policy | HF generate (s) | HF tokens | vLLM, one engine (s) | vLLM tokens |")
+    print("|---|---:|---:|---:|---:|")
+    for i, (h, v) in enumerate(zip(hf_rows, vllm_rows)):
+        name = "π_SFT" if i == 0 else f"LoRA {i}"
+        print(f"| {name} | {h[0]:.1f} | {h[1]} | {v[0]:.1f} | {v[1]} |")
+    last = vllm_rows[-1][2]
+    print(f"\nvLLM engine starts: {last.get('engine_starts')}, weight reloads: {last.get('weight_reloads')}; "
+          f"first policy (server start, import, engine start, sampling): {vllm_rows[0][0]:.1f} s; "
+          f"every other policy: {sum(r[0] for r in vllm_rows[1:]):.1f} s")
+    hf_tok, v_tok = sum(r[1] for r in hf_rows), sum(r[1] for r in vllm_rows)
+    print(f"HF generate: {hf_s:.1f} s, {hf_tok / hf_s:.0f} tokens/s; vLLM, start included: {vllm_s:.1f} s, "
+          f"{v_tok / vllm_s:.0f} tokens/s")
+    print(f"ratio vLLM/HF, {args.policies} policies, engine start included: {hf_s / vllm_s:.2f}x wall, "
+          f"{(v_tok / vllm_s) / (hf_tok / hf_s):.2f}x tokens/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
