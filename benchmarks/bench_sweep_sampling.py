@@ -3,10 +3,11 @@
 This is what a sweep pays to sample its evaluations, measured side by side in one run on the same
 policies, prompts and settings:
 
-- **vLLM**: the path ``prefbench run --sampler vllm`` takes. A sampling server is started (a process of
+- **vLLM** (once per ``--lora-modes``): the path ``prefbench run --sampler vllm`` takes. A sampling server is started (a process of
   its own, which imports vLLM and starts one engine on π_SFT), and every policy is sampled through it
   from a client (:class:`harness.evaluation.sampling.server.RemoteSampler`), as each run's worker
-  process does: π_SFT first, then each LoRA policy as an adapter of the running engine. The clock
+  process does: π_SFT first, then each LoRA policy, as an adapter of the running engine (``adapter``,
+  vLLM's multi-LoRA) or merged into π_SFT's weights and loaded into it (``merge``). The clock
   runs from the server's start to the last policy's samples: process start, ``import vllm`` and the
   engine start are all included.
 - **HF**: :class:`harness.evaluation.sampling.hf.HFSampler` in this process, on each policy as a run
@@ -45,6 +46,9 @@ def parse_args(argv=None):
     p.add_argument("--preset", default="full", help="instruct preset whose evaluation prompts are used (default full)")
     p.add_argument("--threads", type=int, default=None, help="torch threads on both sides (default: torch's)")
     p.add_argument("--results", type=Path, default=default_results, help="results folder whose _cache holds π_SFT")
+    p.add_argument("--lora-modes", default="merge,adapter",
+                   help="how vLLM samples LoRA policies, comma-separated: merge (into the engine's weights), "
+                        "adapter (multi-LoRA); default both")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -75,6 +79,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.policies < 1:
         print("--policies: at least 1", file=sys.stderr)
+        return 2
+    if not args.lora_modes or set(args.lora_modes.split(",")) - {"merge", "adapter"}:
+        print("--lora-modes: merge, adapter or both, comma-separated", file=sys.stderr)
         return 2
     os.environ.setdefault("PREFBENCH_QUIET", "1")
     if args.threads:
@@ -107,20 +114,22 @@ def main(argv=None) -> int:
               f"{ev.max_new_tokens} new tokens, temperature {ev.temperature}, fp32; {args.policies} policies "
               f"(π_SFT + {len(adapters)} LoRA r={suite.lora.r} {suite.lora.target_modules}); HF batch {ev.batch_size}; "
               f"torch threads {torch.get_num_threads()}; load average {'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
-        # vLLM: the sweep's path, server start to last sample
-        t0 = time.perf_counter()
-        server = SamplingServer("vllm")
-        vllm_rows = []
-        try:
-            with connect(server.endpoint()) as client:
-                for i, adapter in enumerate([None, *adapters]):
-                    t = time.perf_counter()
-                    handle = PolicyHandle(tok, None, base_dir, adapter_path=adapter)
-                    comp = client.sample(handle, prompts, ev.samples_per_prompt, settings, seed=args.seed + i)
-                    vllm_rows.append((time.perf_counter() - t, int(comp.lengths.sum()), comp.info))
-            vllm_s = time.perf_counter() - t0
-        finally:
-            server.close()
+        # vLLM: the sweep's path, server start to last sample; LoRA policies as adapters and merged
+        vllm_runs = {}
+        for mode in args.lora_modes.split(","):
+            t0 = time.perf_counter()
+            server = SamplingServer("vllm", lora=mode)
+            rows = []
+            try:
+                with connect(server.endpoint()) as client:
+                    for i, adapter in enumerate([None, *adapters]):
+                        t = time.perf_counter()
+                        handle = PolicyHandle(tok, None, base_dir, adapter_path=adapter)
+                        comp = client.sample(handle, prompts, ev.samples_per_prompt, settings, seed=args.seed + i)
+                        rows.append((time.perf_counter() - t, int(comp.lengths.sum()), comp.info))
+                vllm_runs[mode] = (time.perf_counter() - t0, rows)
+            finally:
+                server.close()
         # HF: each policy as a run evaluates it (merged LoRA; merging not timed)
         from peft import PeftModel
 
@@ -138,20 +147,23 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print("\n| policy | HF generate (s) | HF tokens | vLLM, one engine (s) | vLLM tokens |")
-    print("|---|---:|---:|---:|---:|")
-    for i, (h, v) in enumerate(zip(hf_rows, vllm_rows)):
+    modes = list(vllm_runs)
+    print("\n| policy | HF generate (s) | HF tokens | " + " | ".join(f"vLLM {m} (s) | tokens" for m in modes) + " |")
+    print("|---|---:|---:|" + "---:|---:|" * len(modes))
+    for i, h in enumerate(hf_rows):
         name = "π_SFT" if i == 0 else f"LoRA {i}"
-        print(f"| {name} | {h[0]:.1f} | {h[1]} | {v[0]:.1f} | {v[1]} |")
-    last = vllm_rows[-1][2]
-    print(f"\nvLLM engine starts: {last.get('engine_starts')}, weight reloads: {last.get('weight_reloads')}; "
-          f"first policy (server start, import, engine start, sampling): {vllm_rows[0][0]:.1f} s; "
-          f"every other policy: {sum(r[0] for r in vllm_rows[1:]):.1f} s")
-    hf_tok, v_tok = sum(r[1] for r in hf_rows), sum(r[1] for r in vllm_rows)
-    print(f"HF generate: {hf_s:.1f} s, {hf_tok / hf_s:.0f} tokens/s; vLLM, start included: {vllm_s:.1f} s, "
-          f"{v_tok / vllm_s:.0f} tokens/s")
-    print(f"ratio vLLM/HF, {args.policies} policies, engine start included: {hf_s / vllm_s:.2f}x wall, "
-          f"{(v_tok / vllm_s) / (hf_tok / hf_s):.2f}x tokens/s")
+        print(f"| {name} | {h[0]:.1f} | {h[1]} | " + " | ".join(f"{vllm_runs[m][1][i][0]:.1f} | {vllm_runs[m][1][i][1]}"
+                                                         for m in modes) + " |")
+    hf_tok = sum(r[1] for r in hf_rows)
+    print(f"\nHF generate: {hf_s:.1f} s, {hf_tok / hf_s:.0f} tokens/s")
+    for m in modes:
+        total, rows = vllm_runs[m]
+        info, v_tok = rows[-1][2], sum(r[1] for r in rows)
+        print(f"vLLM, LoRA as {m}: {total:.1f} s start included, {v_tok / total:.0f} tokens/s; engine starts "
+              f"{info.get('engine_starts')}, weight reloads {info.get('weight_reloads')}; first policy (server start, "
+              f"import, engine start, sampling) {rows[0][0]:.1f} s, the other {len(rows) - 1} {sum(r[0] for r in rows[1:]):.1f} s")
+        print(f"ratio vLLM/HF, LoRA as {m}, {args.policies} policies, engine start included: {hf_s / total:.2f}x wall, "
+              f"{(v_tok / total) / (hf_tok / hf_s):.2f}x tokens/s")
     return 0
 
 

@@ -225,7 +225,7 @@ def test_trained_adapter_is_served_by_vllm_and_matches_the_merged_model(tmp_path
 
     want = [greedy(merged, p) for p in prompts]
     assert want != [greedy(base.eval(), p) for p in prompts]  # training changed the policy
-    s = VLLMSampler()
+    s = VLLMSampler(lora="adapter")  # served as an adapter (the default on a GPU; CPU merges)
     try:
         got = s.sample(PolicyHandle(tok, merged, tmp_path / "sft", adapter_path=merged.prefbench_adapter),
                        prompts, 1, GenerationSettings(10, 0.0, 16), seed=0)

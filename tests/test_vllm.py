@@ -158,8 +158,9 @@ def test_greedy_vllm_equals_greedy_hf_on_the_suite_model(vllm_sampler):
 
 
 def test_lora_adapter_through_vllm_and_merged_fallback(tmp_path):
-    """A PEFT LoRA adapter on a tiny Llama is sampled through vLLM's LoRA support (no merge); on GPT-2,
-    which vLLM cannot serve with LoRA, the sampler merges. Greedy output equals HF's PeftModel both ways."""
+    """A PEFT LoRA adapter on a tiny Llama is sampled through vLLM's LoRA support (no merge) with
+    ``lora="adapter"`` and merged into the base with ``lora="merge"``; on GPT-2, which vLLM cannot serve
+    with LoRA, the sampler always merges. Greedy output equals HF's PeftModel every way."""
     pytest.importorskip("vllm")
     from peft import LoraConfig, PeftModel, get_peft_model
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -207,14 +208,15 @@ def test_lora_adapter_through_vllm_and_merged_fallback(tmp_path):
 
         want = [greedy(tuned, p) for p in prompts]
         assert want != [greedy(base, p) for p in prompts]  # the adapter changes the policy
-        s = VLLMSampler()
-        try:
-            got = s.sample(PolicyHandle(tok, None, tmp_path / arch, adapter_path=tmp_path / f"{arch}-lora"),
-                           prompts, 1, settings, seed=0)
-        finally:
-            s.close()
-        assert got.info["lora"] is native, arch
-        assert got.token_ids == want, arch
+        for mode in ("adapter", "merge"):  # an adapter of the base's engine, or merged into its weights
+            s = VLLMSampler(lora=mode)
+            try:
+                got = s.sample(PolicyHandle(tok, None, tmp_path / arch, adapter_path=tmp_path / f"{arch}-lora"),
+                               prompts, 1, settings, seed=0)
+            finally:
+                s.close()
+            assert got.info["lora"] is (native and mode == "adapter"), (arch, mode)
+            assert got.token_ids == want, (arch, mode)
 
 
 def _tiny_pair(tmp_path, arch: str):
@@ -275,7 +277,7 @@ def test_one_engine_takes_new_weights_and_adapters_and_samples_like_a_fresh_one(
     prompts = [[31, 3, 7], [31, 12], [31, 5, 5, 9], [31, 1]]
 
     def fresh(handle):
-        s = VLLMSampler()
+        s = VLLMSampler(lora="adapter")
         try:
             return s.sample(handle, prompts, 4, settings, seed=5).token_ids
         finally:
@@ -284,7 +286,7 @@ def test_one_engine_takes_new_weights_and_adapters_and_samples_like_a_fresh_one(
     for arch in ("gpt2", "llama"):
         tok, m = _tiny_pair(tmp_path / arch, arch)
         A, B = PolicyHandle(tok, path=tmp_path / arch / "A"), PolicyHandle(tok, m["B"])  # B from memory
-        s = VLLMSampler()
+        s = VLLMSampler(lora="adapter")
         try:
             a1 = s.sample(A, prompts, 4, settings, seed=5).token_ids
             b1 = s.sample(B, prompts, 4, settings, seed=5).token_ids

@@ -43,8 +43,8 @@ _FAMILY = "AF_UNIX"
 class SamplingServer:
     """The scheduling process's handle on the server: :meth:`endpoint` starts it on first use."""
 
-    def __init__(self, sampler: str = "vllm"):
-        self.sampler = sampler
+    def __init__(self, sampler: str = "vllm", lora: str = "auto"):
+        self.sampler, self.lora = sampler, lora  # lora: VLLMSampler's (adapters or merged weights)
         self._proc: subprocess.Popen | None = None
         self._dir: str | None = None
         self._key = b""
@@ -64,7 +64,7 @@ class SamplingServer:
         ready_r, ready_w = os.pipe()
         root = str(Path(__file__).resolve().parents[3])
         boot = (f"import sys; sys.path.insert(0, {root!r}); from harness.evaluation.sampling.server import serve; "
-                f"serve({str(Path(self._dir) / 'socket')!r}, {self.sampler!r}, {ready_w}, {os.getpid()})")
+                f"serve({str(Path(self._dir) / 'socket')!r}, {self.sampler!r}, {ready_w}, {os.getpid()}, {self.lora!r})")
         env = dict(os.environ, PREFBENCH_SAMPLING_KEY=self._key.hex())
         try:
             self._proc = subprocess.Popen([sys.executable, "-c", boot], pass_fds=(ready_w,), env=env,
@@ -163,7 +163,7 @@ class RemoteSampler:
 
 
 # --------------------------------------------------------------------------------------- the server
-def serve(address: str, sampler_name: str, ready_fd: int, parent: int) -> None:
+def serve(address: str, sampler_name: str, ready_fd: int, parent: int, lora: str = "auto") -> None:
     """The server process: listen, say ready, then answer one client at a time until told to end."""
     from multiprocessing.connection import Listener
 
@@ -180,6 +180,8 @@ def serve(address: str, sampler_name: str, ready_fd: int, parent: int) -> None:
     from harness.evaluation.sampling import get_sampler
 
     sampler = get_sampler(sampler_name)
+    if hasattr(sampler, "lora"):
+        sampler.lora = lora
     try:
         while True:
             try:

@@ -40,8 +40,10 @@ vLLM's logs go to stderr (``VLLM_LOGGING_STREAM``; vLLM's default is stdout), so
 
 LoRA: a :class:`PolicyHandle` with ``adapter_path`` (a PEFT ``save_pretrained`` folder) and ``path``
 (the base model) is sampled through vLLM's LoRA support when the architecture has it (Llama,
-Mistral, Qwen, ...), without a merge. vLLM's GPT-2 has no LoRA support: those adapters are merged
-into the base weights (``merge_and_unload``) and the merged model is loaded instead.
+Mistral, Qwen, ...) and the sampler serves adapters (``lora``: on a GPU by default), without a
+merge. Otherwise (vLLM's GPT-2 has no LoRA support; on CPU by default, where vLLM's LoRA kernels are
+several times slower than the base model's) the adapter is merged into the base weights
+(``merge_and_unload``) and the merged model is loaded into the running engine.
 """
 from __future__ import annotations
 
@@ -61,6 +63,11 @@ from harness.evaluation.sampling.base import Completions, GenerationSettings, Po
 from harness.core.seeds import derive
 
 _LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+# How a LoRA policy is sampled. "adapter": vLLM's multi-LoRA, the adapter applied per request on the
+# base's engine. "merge": the adapter merged into the base's weights, which are loaded into the running
+# engine like a full-weight policy. "auto": adapters on a GPU; merged on CPU, where vLLM's LoRA kernels
+# are plain torch code (benchmarks/bench_sweep_sampling.py measures both).
+LORA_MODES = ("auto", "adapter", "merge")
 # configuration keys an inference engine never reads (with dropout rates): two models that differ only
 # here share an engine (a policy loaded for training has dropout off, its saved folder may not)
 _NOT_THE_ENGINES = ("transformers_version", "dtype", "torch_dtype", "name_or_path", "use_cache",
@@ -161,7 +168,10 @@ class VLLMSampler:
     name = "vllm"
 
     def __init__(self, max_model_len: int | None = None, max_num_seqs: int = 256, enforce_eager: bool = True,
-                 dtype: str = "float32"):
+                 dtype: str = "float32", lora: str = "auto"):
+        if lora not in LORA_MODES:
+            raise ValueError(f"lora must be one of {LORA_MODES}, got {lora!r}")
+        self.lora = lora
         self.max_model_len = max_model_len
         self.max_num_seqs = max_num_seqs
         self.enforce_eager = enforce_eager
@@ -214,13 +224,22 @@ class VLLMSampler:
             path = Path(policy.path).resolve()
             if policy.adapter_path is not None:
                 adapter = Path(policy.adapter_path).resolve()
-                if _supports_lora(path):  # the base's weights; the adapter is chosen per request
+                if self._serves_adapters() and _supports_lora(path):  # base weights; adapter per request
                     return f"path:{path}", path, str(adapter)
                 return f"merged:{path}:{adapter}", None, None
             return f"path:{path}", path, None
         if model is None:
             raise ValueError("PolicyHandle needs a model or a path")
         return "mem:" + _weights_hash(model), None, None
+
+    def _serves_adapters(self) -> bool:
+        """Whether LoRA policies are served as adapters (``lora="adapter"``; ``auto`` on a GPU) or merged
+        into their base and loaded into the engine as weights (``lora="merge"``; ``auto`` on CPU)."""
+        if self.lora != "auto":
+            return self.lora == "adapter"
+        import torch
+
+        return torch.cuda.is_available()
 
     def _engine(self, policy: PolicyHandle, max_len_needed: int):
         """The engine for ``policy`` holding its weights: the running one when it fits (same weights;
@@ -269,9 +288,13 @@ class VLLMSampler:
 
         self.close()
         configure_environment()
+        # no chunked prefill: a prompt split over steps makes vLLM rewind the request's seeded generator,
+        # which CPU generators cannot do ("CPU Generator does not use offset"), so a batch of prompts
+        # over the step's token budget (256 chat prompts of ~46 tokens) failed; whole prompts only
+        # change nothing for batches that fit, which were never split
         kwargs = dict(model=str(folder), dtype=self.dtype, enforce_eager=self.enforce_eager,
                       max_num_seqs=self.max_num_seqs, seed=0, skip_tokenizer_init=True,
-                      generation_config="vllm")
+                      generation_config="vllm", enable_chunked_prefill=False)
         if length is not None:
             kwargs["max_model_len"] = length
         if _in_process():
