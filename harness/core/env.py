@@ -133,3 +133,24 @@ def process_state() -> dict:
         "env": {k: v for k, v in sorted(os.environ.items())
                 if k.startswith(("PREFBENCH_", "OMP_", "MKL_", "KMP_", "TOKENIZERS_", "PYTHONHASHSEED"))},
     }
+
+
+_LIBC: list = []  # libc, loaded once per process (the zygote loads it before forking its workers)
+
+
+def die_with_parent(parent: int) -> None:
+    """Ask the kernel for SIGKILL when the parent process dies (Linux ``PR_SET_PDEATHSIG``), and end
+    now if ``parent`` is already gone. Used by every helper process prefbench starts: the zygote, its
+    workers and the sampling server."""
+    import signal
+
+    try:
+        if not _LIBC:
+            import ctypes
+
+            _LIBC.append(ctypes.CDLL(None, use_errno=True))
+        _LIBC[0].prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        os._exit(1)

@@ -294,7 +294,7 @@ def _worker_main(job: dict, result_fd: int, zygote: int) -> None:
     """A forked worker: the preamble every job gets, the job, its result on ``result_fd``; never returns."""
     code = 1
     try:
-        _die_with_parent(zygote)
+        env.die_with_parent(zygote)
         interrupt.install()  # Ctrl-C / SIGTERM (forwarded by the zygote): save what can be saved, stop
         if job["fault"]:
             os.environ["PREFBENCH_FAULT"] = job["fault"]
@@ -331,20 +331,6 @@ def _worker_main(job: dict, result_fd: int, zygote: int) -> None:
 
 
 # ------------------------------------------------------------------------------------- the zygote
-_LIBC = None
-
-
-def _die_with_parent(parent: int) -> None:
-    """Ask the kernel for SIGKILL when the parent process dies (Linux), and end now if it is gone."""
-    try:
-        if _LIBC is not None:
-            _LIBC.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:
-        os._exit(1)
-
-
 def _preload() -> None:
     """What every worker uses, imported once in the zygote, so each forked worker starts with it: numpy,
     pandas, torch, transformers (with the model classes of the embedded suites) and prefbench's own
@@ -399,14 +385,7 @@ def _preload_trl() -> None:
 def _zygote_main(job_fd: int, result_fd: int, parent: int) -> None:
     """Serve jobs from ``job_fd``: fork a worker per job, wait for it, answer {"code", "result"} on
     ``result_fd``. Ends when the scheduling process closes the job pipe (or dies)."""
-    import ctypes
-
-    global _LIBC
-    try:
-        _LIBC = ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        _LIBC = None
-    _die_with_parent(parent)
+    env.die_with_parent(parent)
     current = {"pid": None}
 
     def forward(signum, frame):  # noqa: ARG001 -- the scheduling process's stop request, for the worker

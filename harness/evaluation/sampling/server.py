@@ -167,14 +167,14 @@ def serve(address: str, sampler_name: str, ready_fd: int, parent: int, lora: str
     """The server process: listen, say ready, then answer one client at a time until told to end."""
     from multiprocessing.connection import Listener
 
-    _die_with_parent(parent)
+    from harness.core import env
+
+    env.die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # stop requests are the scheduling process's to handle
     key = bytes.fromhex(os.environ.pop("PREFBENCH_SAMPLING_KEY"))
     listener = Listener(address, family=_FAMILY, authkey=key)
     os.write(ready_fd, b"1")
     os.close(ready_fd)
-    from harness.core import env
-
     env.apply_threads()
     env.quiet_libraries()
     from harness.evaluation.sampling import get_sampler
@@ -225,13 +225,3 @@ def _serve_client(conn, sampler) -> bool:
         except OSError:  # the worker was killed while we sampled: nobody to answer
             return True
 
-
-def _die_with_parent(parent: int) -> None:
-    import ctypes
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:
-        os._exit(1)

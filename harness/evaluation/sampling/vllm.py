@@ -27,10 +27,10 @@ adapter arrives, and then also serves plain models (the same samples as an engin
 tested). A different architecture, configuration or a longer context restarts the engine. In-memory
 models are saved to a temporary folder first (safetensors) and identified by a hash of their weights,
 so an evaluation of the same weights loads nothing. :mod:`harness.evaluation.sampling.server` keeps
-one such sampler in a process of its own for a whole sweep, so the engine starts once per sweep. On CPU the engine runs in-process by default (start-up in
-seconds instead of a minute); ``PREFBENCH_VLLM_MULTIPROC=1`` selects vLLM's multiprocess engine,
-steadier for long jobs on a quiet machine (then the calling script needs ``if __name__ ==
-"__main__":``). An in-process engine touches process-wide state, which is saved and given back around
+one such sampler in a process of its own for a whole sweep, so the engine starts once per sweep.
+On CPU the engine runs in-process by default (start-up in seconds instead of a minute);
+``PREFBENCH_VLLM_MULTIPROC=1`` selects vLLM's multiprocess engine, steadier for long jobs on a quiet
+machine (then the calling script needs ``if __name__ == "__main__":``). An in-process engine touches process-wide state, which is saved and given back around
 every engine start and every sampling call: vLLM reseeds Python's, NumPy's and torch's global
 generators, and its CPU worker replaces ``torch.set_num_threads`` by a function that only logs a
 warning (the thread count the user chose, ``PREFBENCH_THREADS``, is kept and stays changeable).
@@ -209,8 +209,7 @@ class VLLMSampler:
 
     def __del__(self):  # pragma: no cover - interpreter shutdown order is not ours to test
         try:
-            if self._tmp:
-                shutil.rmtree(self._tmp, ignore_errors=True)
+            self._drop_tmp()
         except Exception:  # noqa: BLE001
             pass
 
