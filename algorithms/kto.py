@@ -99,9 +99,9 @@ class KTO(Algorithm):
         import torch
 
         from harness.training import distributed
-        from harness.training.logprobs import batched_sequence_logps, collate, sequence_logps
+        from harness.training.logprobs import batched_sequence_logps, score
         from harness.training.loop import seeded_batches, train_loop
-        from harness.training.pairwise import HeldOut, model_device, on_device, weight_summary
+        from harness.training.pairwise import HeldOut, model_device, weight_summary
 
         cfg = self.config
         model = ctx.init_policy()
@@ -131,13 +131,13 @@ class KTO(Algorithm):
         def step(idx):
             prompts, comps = [P[i] for i in idx], [Y[i] for i in idx]
             desirable = labels[idx].to(device)
-            logps = sequence_logps(model, on_device(collate(prompts, comps, pad, L), device))
+            logps = score(model, prompts, comps, pad, L)[0]
             # mismatched pairs (x_i, y_{i-1}), rotated within the global batch (alone: this batch)
             whole, start = distributed.gather_batch(idx)
             mismatched = [Y[whole[(start + k - 1) % len(whole)]] for k in range(len(idx))]
-            kl_batch = on_device(collate(prompts, mismatched, pad, L), device)
             with torch.no_grad():
-                kl_pol, kl_ref = sequence_logps(model, kl_batch), sequence_logps(ref, kl_batch)
+                kl_pol = score(model, prompts, mismatched, pad, L)[0]
+                kl_ref = score(ref, prompts, mismatched, pad, L)[0].to(device)
             rw = cfg.beta * (logps.detach() - ref_lp[idx].to(device))  # the implicit rewards
             z0 = None
             if distributed.active():  # z0 and the reward means over the global batch: sums and counts

@@ -17,7 +17,7 @@ class SFTConfig(OptimConfig):
           SFTConfig)
 class SFT(Algorithm):
     def train(self, ctx):
-        from harness.training.logprobs import collate, token_logps
+        from harness.training.logprobs import score
         from harness.training.loop import seeded_batches, train_loop
 
         cfg = self.config
@@ -32,9 +32,8 @@ class SFT(Algorithm):
         tokens = [min(len(c), max(0, L - len(p))) if L is not None else len(c) for p, c in zip(P, C)]
 
         def step(idx):
-            batch = collate([P[i] for i in idx], [C[i] for i in idx], pad, L)
-            lp = token_logps(model, batch)
-            nll = -(lp.sum() / batch.target_mask.to(lp.device).sum())
+            lp, n_tokens = score(model, [P[i] for i in idx], [C[i] for i in idx], pad, L)
+            nll = -(lp.sum() / n_tokens.sum())
             return nll, {"nll_per_token": float(nll.detach())}
 
         batches = list(seeded_batches(len(pairs), cfg.batch_size, cfg.epochs, ctx.data_seed))

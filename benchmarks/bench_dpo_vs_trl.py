@@ -11,9 +11,10 @@ native/TRL`` line), the loss agreement, and MFU against this CPU's fp32 and bf16
 Toy: both sides train a fresh copy of the ``sentiment`` suite's π_ref (smoke preset) on the same token
 ids, in the same batches, for the same number of optimizer steps, in one process:
 
-- native: prefbench's real code path, ``algorithms.dpo.DPO(config).train(ctx)`` (collate chosen and
-  rejected into one batch, ``sequence_logps``, ``preference_loss``, AdamW, gradient clipping, the
-  harness's ``train_loop``), with the suite's cached reference log-probabilities;
+- native: prefbench's real code path, ``algorithms.dpo.DPO(config).train(ctx)`` (chosen and rejected
+  scored in one batch by ``harness.training.logprobs.score``, packed without padding where that saves
+  >= 10% of the tokens, ``--native-packing off``: always padded; ``preference_loss``, AdamW, gradient
+  clipping, the harness's ``train_loop``), with the suite's cached reference log-probabilities;
 - TRL: ``trl.DPOTrainer`` fed the same pre-tokenized ids (a subclass skips TRL's re-tokenization,
   so no EOS is appended), ``precompute_ref_log_probs=True`` (TRL's own precomputation, run and
   timed once, reused by every later trainer, *not* part of steps/s), fp32, no gradient
@@ -81,6 +82,9 @@ def parse_args(argv=None):
                    help="as-trained: the policy exactly as prefbench's TrainContext.init_policy hands it out (the "
                         "dropout rate in effect is printed); off: also set every Dropout to p=0 on the native side, "
                         "as TRL's disable_dropout=True does (default as-trained)")
+    p.add_argument("--native-packing", choices=["auto", "off"], default="auto",
+                   help="auto: prefbench's rule packs a batch's sequences without padding where that saves >= 10%% of "
+                        "its tokens (harness.training.logprobs.use_packing); off: always the padded batch (default auto)")
     p.add_argument("--trl-optim", default=None,
                    help="TRL `optim` (default: TRL's default, adamw_torch_fused); e.g. adamw_torch to match the "
                         "native torch.optim.AdamW defaults")
@@ -279,6 +283,9 @@ def main(argv=None) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    from harness.training import logprobs
+
+    logprobs.PACKING = args.native_packing
     import datasets
     import transformers
     import trl
@@ -449,7 +456,7 @@ def main(argv=None) -> int:
           f"foreach={nopt.defaults.get('foreach')}: None = torch's choice, a per-tensor loop on CPU), linear warm-up "
           f"{cfg.warmup_steps} + decay, clip_grad_norm_ {cfg.max_grad_norm:g}, fp32, dropout "
           f"{native_info['dropout']:g} ({args.native_dropout}), beta {cfg.beta:g}, reference log-probs from the suite "
-          f"cache (built once per suite, not timed)")
+          f"cache (built once per suite, not timed), packing {args.native_packing}")
     if native_dropout and native_info["dropout"] > 0:
         print(f"        note: with dropout active, native's step-1 loss is {reps[0]['native_loss_first']:.5f} (vs "
               f"{loss_native:.5f} with dropout off): the log-ratios are not 0 at π_θ = π_ref; TRL disables dropout")
@@ -487,6 +494,7 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps({
             "suite": suite.name, "preset": args.preset, "batch_size": B, "steps": args.steps, "warmup": args.warmup,
             "threads": torch.get_num_threads(), "native_dropout": args.native_dropout,
+            "native_packing": args.native_packing,
             "trl_optim": getattr(args_trl.optim, "value", str(args_trl.optim)),
             "native_steps_per_s": nat, "trl_steps_per_s": trl_rate, "ratio": ratio,
             "native_steps_per_cpu_s": med["native_cpu"], "trl_steps_per_cpu_s": med["trl_cpu"],

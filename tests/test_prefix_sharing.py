@@ -188,13 +188,16 @@ def test_the_rule_shares_long_prompts_only_and_the_switch_overrides_it(monkeypat
     assert not pairwise.use_prefix_sharing(model, *long, MAX_LEN)
 
 
-def test_the_joint_path_is_the_pre_sharing_computation_bit_for_bit():
-    """With sharing off (the rule's choice for short prompts, e.g. the sentiment suite), the step computes
-    exactly what the pairwise base computed before prefix sharing existed: collate [chosen; rejected], one
-    forward, the method's loss: equal losses and gradients, not merely close."""
+def test_the_joint_path_is_the_pre_sharing_computation_bit_for_bit(monkeypatch):
+    """With sharing and packing off, the step computes exactly what the pairwise base computed before
+    either existed: collate [chosen; rejected], one forward, the method's loss: equal losses and gradients,
+    not merely close. (Packing, the joint path's default where it saves tokens, is tests/test_packing.py's.)"""
     from algorithms.dpo import DPO, DPOConfig, preference_loss
+    from harness.training import logprobs
     from harness.training.logprobs import collate, sequence_logps
     from harness.training.pairwise import pairwise_step
+
+    monkeypatch.setattr(logprobs, "PACKING", "off")
 
     model = _model("gpt2")
     P, C, R = _pairs()

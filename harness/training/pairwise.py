@@ -163,13 +163,6 @@ def model_device(model):
     return p.device if p is not None else torch.device("cpu")
 
 
-def on_device(batch, device):
-    """The collated batch on ``device`` (the same tensors on CPU)."""
-    from harness.training.logprobs import Batch
-
-    return Batch(batch.input_ids.to(device), batch.attention_mask.to(device), batch.target_mask.to(device))
-
-
 #: Scoring path of the pairs: "auto" (the rule of :func:`use_prefix_sharing`), "on" (shared prefix wherever the
 #: model supports it) or "off" (the joint forward). A process-wide switch for tests and benchmarks, not a
 #: hyperparameter: both paths compute the same log-probabilities within float rounding, so run ids ignore it.
@@ -184,41 +177,33 @@ def use_prefix_sharing(model, prompts, chosen, rejected, max_length: int | None)
     cache, no gradient checkpointing) and the pairs' prompts are on average at least as long as their
     completions (mean of chosen and rejected, after ``max_length`` truncation): sharing then removes at least a
     quarter of the tokens a forward processes. Short prompts (the ``sentiment`` suite: 3-8 prompt tokens
-    for up to 48 completion tokens) keep the joint path, bit for bit as before."""
-    from harness.training.logprobs import supports_prefix_sharing
+    for up to 48 completion tokens) keep the joint path (packed where that saves tokens:
+    :func:`~harness.training.logprobs.use_packing`)."""
+    from harness.training.logprobs import cut, supports_prefix_sharing, switch
 
-    mode = PREFIX_SHARING
-    if mode not in ("auto", "on", "off"):
-        raise ValueError(f"PREFIX_SHARING must be auto, on or off, not {mode!r}")
-    if mode == "off" or not len(prompts) or not supports_prefix_sharing(model):
-        return False
-    if mode == "on":
-        return True
-
-    def cut(p, c):
-        return len(c) if max_length is None else min(len(c), max(0, max_length - len(p)))
-
+    decided = switch("PREFIX_SHARING", PREFIX_SHARING, bool(len(prompts)) and supports_prefix_sharing(model))
+    if decided is not None:
+        return decided
     prompt_tokens = sum(len(p) for p in prompts)
-    completion_tokens = sum(cut(p, c) + cut(p, r) for p, c, r in zip(prompts, chosen, rejected)) / 2
+    completion_tokens = sum(len(cut(p, c, max_length)) + len(cut(p, r, max_length))
+                            for p, c, r in zip(prompts, chosen, rejected)) / 2
     return prompt_tokens >= completion_tokens
 
 
 def pair_logps(model, prompts, chosen, rejected, ref_c, ref_r, pad: int, max_length: int | None,
                shared: bool = False) -> PairLogps:
-    """π_θ's log-probabilities of a batch of pairs: one forward over [chosen; rejected] (the joint path), or
+    """π_θ's log-probabilities of a batch of pairs: one forward over [chosen; rejected] (the joint path,
+    packed without padding where :func:`~harness.training.logprobs.use_packing` says so), or
     with ``shared`` each prompt forwarded once and both completions continued from its key/value cache
     (see :func:`use_prefix_sharing`); the two agree within float rounding."""
-    from harness.training.logprobs import collate, sequence_logps, shared_prefix_logps
+    from harness.training.logprobs import score, shared_prefix_logps
 
     n = len(prompts)
     device = model_device(model)
     if shared:
         logps, tokens = shared_prefix_logps(model, prompts, [chosen, rejected], pad, max_length)
-    else:
-        batch = on_device(collate(list(prompts) + list(prompts), list(chosen) + list(rejected), pad, max_length),
-                          device)
-        logps = sequence_logps(model, batch)
-        tokens = batch.target_mask.sum(-1)
+    else:  # chosen and rejected rows in one batch, packed when that saves enough (logprobs.use_packing)
+        logps, tokens = score(model, list(prompts) + list(prompts), list(chosen) + list(rejected), pad, max_length)
     return PairLogps(logps[:n], logps[n:], ref_c.to(device), ref_r.to(device), tokens[:n], tokens[n:])
 
 
