@@ -131,10 +131,15 @@ def tiny_art(smoke_cache):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("values,variant", VARIANTS)
-def test_pairwise_dpo_reproduces_the_legacy_loop_bit_for_bit(tiny_art, tmp_path, values, variant):
-    """Same weights after training (exactly), same per-step logs, same evaluations along training."""
+def test_pairwise_dpo_reproduces_the_legacy_loop_bit_for_bit(tiny_art, tmp_path, values, variant, monkeypatch):
+    """Same weights after training (exactly), same per-step logs, same evaluations along training. The
+    legacy loop scored padded batches; packing them (the default where it saves tokens) agrees within
+    float rounding, which tests/test_packing.py checks, so it is off here."""
     import torch
 
+    from harness.training import logprobs
+
+    monkeypatch.setattr(logprobs, "PACKING", "off")
     torch.set_num_threads(1)
     spec = registry.get("dpo")
     cfg = spec.make_config({"batch_size": 2, "epochs": 3.0, **values}, "t")
@@ -150,8 +155,10 @@ def test_pairwise_dpo_reproduces_the_legacy_loop_bit_for_bit(tiny_art, tmp_path,
     assert len(lo) == len(ln) == ctx_new.extra["train_steps"] >= 6
     assert all(all(b[k] == v for k, v in a.items()) for a, b in zip(lo, ln))
     assert {"gradweight/p50", "gradweight/ess"} <= set(ln[0])  # the new lens, logged beside the old keys
-    if variant == "dpo":  # at π_ref every DPO weight is σ(0) = ½
-        assert ln[0]["gradweight/p10"] == ln[0]["gradweight/p90"] == 0.5
+    if variant == "dpo":  # at π_ref every DPO weight is σ(0) = ½ (within float rounding: the cached reference
+        # log-probabilities were scored in packed batches of 128, the policy's here in padded batches of 2)
+        assert ln[0]["gradweight/p10"] == pytest.approx(0.5, abs=1e-5)
+        assert ln[0]["gradweight/p90"] == pytest.approx(0.5, abs=1e-5)
 
 
 # ------------------------------------------------------------------------------- new algorithms
