@@ -322,8 +322,11 @@ def main(argv=None) -> int:
         raise SystemExit(f"this benchmark compares the sigmoid (DPO/cDPO) loss; the preset sets loss={cfg.loss}")
     max_length = suite.policy.max_length
 
-    # the native run's batches (same call as DPO.train), laid out for TRL's sequential sampler
-    batches = list(seeded_batches(len(pairs), cfg.batch_size, cfg.epochs, args.seed))
+    # the native run's batches (same call as DPO.train, with TrainContext.data_seed), laid out for TRL's
+    # sequential sampler
+    from harness.core import seeds
+
+    batches = list(seeded_batches(len(pairs), cfg.batch_size, cfg.epochs, seeds.derive(args.seed, "data-order")))
     order = np.concatenate(batches)
     rows = pairs.iloc[order]
     dataset = datasets.Dataset.from_dict({"prompt_ids": rows.prompt_ids.map(list).tolist(),
