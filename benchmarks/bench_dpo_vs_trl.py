@@ -133,6 +133,23 @@ def clock() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
 
 
+def matmul_peak_gflops(n: int = 1536, reps: int = 6, dtype=None) -> tuple[float, float]:
+    """This CPU's matmul rate (fp32 unless ``dtype``) with the current torch threads: the best of ``reps``
+    n x n products, (per wall second, per second of process CPU time)."""
+    import torch
+
+    dtype = dtype or torch.float32
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    best, best_cpu = float("inf"), float("inf")
+    for _ in range(reps):
+        t0, c0 = clock()
+        torch.mm(a, b)
+        t1, c1 = clock()
+        best, best_cpu = min(best, t1 - t0), min(best_cpu, max(c1 - c0, 1e-9))
+    return 2 * n ** 3 / best / 1e9, 2 * n ** 3 / best_cpu / 1e9
+
+
 def rate(stamps: list[tuple[float, float]], warmup: int, steps: int) -> tuple[float, float]:
     """(steps per wall second, steps per process-CPU second) over steps warmup+1..warmup+steps;
     ``stamps[k-1]`` is the clock at the end of step k."""

@@ -62,7 +62,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=UserWarning)
 
-from bench_dpo_vs_trl import clock, loadavg, make_trl_classes, peak_rss_mib, rate  # noqa: E402
+from bench_dpo_vs_trl import clock, loadavg, make_trl_classes, matmul_peak_gflops, peak_rss_mib, rate  # noqa: E402
 
 EXIT_LOSS_MISMATCH = 3
 #: --native-path -> (harness.training.pairwise.PREFIX_SHARING, harness.training.logprobs.PACKING)
@@ -370,23 +370,6 @@ def trl_first_loss(trainer, B: int) -> float:
     for d in trainer._metrics.values():
         d.clear()
     return loss
-
-
-def matmul_peak_gflops(n: int = 1536, reps: int = 6, dtype=None) -> tuple[float, float]:
-    """This CPU's matmul rate (fp32 unless ``dtype``) with the current torch threads: the best of ``reps``
-    n x n products, (per wall second, per second of process CPU time)."""
-    import torch
-
-    dtype = dtype or torch.float32
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)
-    best, best_cpu = float("inf"), float("inf")
-    for _ in range(reps):
-        t0, c0 = clock()
-        torch.mm(a, b)
-        t1, c1 = clock()
-        best, best_cpu = min(best, t1 - t0), min(best_cpu, max(c1 - c0, 1e-9))
-    return 2 * n ** 3 / best / 1e9, 2 * n ** 3 / best_cpu / 1e9
 
 
 # --------------------------------------------------------------------------- main

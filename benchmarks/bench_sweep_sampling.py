@@ -75,6 +75,48 @@ def make_adapters(base_dir: Path, lora, k: int, out: Path) -> list[Path]:
     return folders
 
 
+def compute_params(folder: Path) -> int:
+    """The parameters that multiply in a forward pass: all of them but the input embedding, whose rows are
+    looked up; an output layer tied to that embedding is a matrix product and counts (once)."""
+    from transformers import AutoConfig
+
+    from harness.training.models import load_policy
+
+    model, _ = load_policy(folder)
+    n = sum(p.numel() for p in model.parameters())  # tied weights are one parameter
+    c = AutoConfig.from_pretrained(str(folder))
+    return n if getattr(c, "tie_word_embeddings", False) else n - c.vocab_size * c.hidden_size
+
+
+def roofline(base_dir, prompts, samples_per_prompt: int, vllm_runs: dict, hf_rows: list, hf_s: float,
+             hf_tok: int) -> None:
+    """How far each side is from this CPU's fp32 matmul peak, hence the best ratio any sampler could reach
+    here: useful model FLOPs (2N per prompt token and per kept sampled token) per second."""
+    import torch
+    from bench_dpo_vs_trl import matmul_peak_gflops
+
+    peak, _ = matmul_peak_gflops()
+    per_token = 2 * compute_params(base_dir)
+    prompt_tokens = sum(len(p) for p in prompts) * samples_per_prompt  # per policy
+
+    def gflops(policies: int, sampled: int, seconds: float) -> float:
+        return per_token * (prompt_tokens * policies + sampled) / seconds / 1e9
+
+    for m, (total, rows) in vllm_runs.items():
+        whole = gflops(len(rows), sum(r[1] for r in rows), total)
+        line = f"vLLM, LoRA as {m}: {whole:.1f} GFLOP/s start included ({whole / peak:.0%} of the fp32 matmul peak)"
+        if len(rows) > 1:
+            later = gflops(len(rows) - 1, sum(r[1] for r in rows[1:]), sum(r[0] for r in rows[1:]))
+            line += f"; the policies after the first {later:.1f} GFLOP/s ({later / peak:.0%})"
+        print(line)
+    hf_rate = gflops(len(hf_rows), hf_tok, hf_s)
+    print(f"HF generate: {hf_rate:.1f} GFLOP/s ({hf_rate / peak:.0%} of the fp32 matmul peak)")
+    print(f"roofline: fp32 matmul peak {peak:.1f} GFLOP/s ({torch.get_num_threads()} threads, this process); model FLOPs "
+          f"2N = {per_token / 1e6:.0f} MFLOP per prompt or sampled token (N: every multiplying weight, the output layer "
+          f"included; attention scores left out); a sampler at that peak with no start-up at all would be at most "
+          f"{peak / hf_rate:.2f}x HF on this workload")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.policies < 1:
@@ -133,15 +175,18 @@ def main(argv=None) -> int:
         # HF: each policy as a run evaluates it (merged LoRA; merging not timed)
         from peft import PeftModel
 
+        from harness.training import device as devices
         from harness.training.models import load_policy
 
+        devices.configure(devices.resolve("auto", "fp32"))  # a CUDA GPU when there is one, fp32 as vLLM
         hf, hf_rows = HFSampler(), []
         for i, adapter in enumerate([None, *adapters]):
             model, _ = load_policy(base_dir)
             if adapter is not None:
                 model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
             t = time.perf_counter()
-            comp = hf.sample(PolicyHandle(tok, model.eval()), prompts, ev.samples_per_prompt, settings, seed=args.seed + i)
+            handle = PolicyHandle(tok, devices.place(model).eval())
+            comp = hf.sample(handle, prompts, ev.samples_per_prompt, settings, seed=args.seed + i)
             hf_rows.append((time.perf_counter() - t, int(comp.lengths.sum())))
         hf_s = sum(r[0] for r in hf_rows)
     finally:
@@ -155,7 +200,7 @@ def main(argv=None) -> int:
         print(f"| {name} | {h[0]:.1f} | {h[1]} | " + " | ".join(f"{vllm_runs[m][1][i][0]:.1f} | {vllm_runs[m][1][i][1]}"
                                                          for m in modes) + " |")
     hf_tok = sum(r[1] for r in hf_rows)
-    print(f"\nHF generate: {hf_s:.1f} s, {hf_tok / hf_s:.0f} tokens/s")
+    print(f"\nHF generate ({devices.current().device}): {hf_s:.1f} s, {hf_tok / hf_s:.0f} tokens/s")
     for m in modes:
         total, rows = vllm_runs[m]
         info, v_tok = rows[-1][2], sum(r[1] for r in rows)
@@ -164,6 +209,8 @@ def main(argv=None) -> int:
               f"import, engine start, sampling) {rows[0][0]:.1f} s, the other {len(rows) - 1} {sum(r[0] for r in rows[1:]):.1f} s")
         print(f"ratio vLLM/HF, LoRA as {m}, {args.policies} policies, engine start included: {hf_s / total:.2f}x wall, "
               f"{(v_tok / total) / (hf_tok / hf_s):.2f}x tokens/s")
+    if devices.current().device == "cpu":
+        roofline(base_dir, prompts, ev.samples_per_prompt, vllm_runs, hf_rows, hf_s, hf_tok)
     return 0
 
 

@@ -393,17 +393,18 @@ def write_model_folder(policy: PolicyHandle) -> Path:
     import copy
 
     tmp = Path(tempfile.mkdtemp(prefix="prefbench-vllm-"))
-    model = policy.model
+    model, ours = policy.model, False
     if model is None or policy.adapter_path is not None:
         from harness.training.models import load_policy
 
         model, _ = load_policy(policy.path)
+        ours = True
         if policy.adapter_path is not None:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, str(policy.adapter_path))
-    if hasattr(model, "merge_and_unload"):
-        model = copy.deepcopy(model).merge_and_unload()
+    if hasattr(model, "merge_and_unload"):  # the caller's model is merged on a copy; one loaded here in place
+        model = (model if ours else copy.deepcopy(model)).merge_and_unload()
     model.save_pretrained(tmp, safe_serialization=True)
     if policy.tokenizer is not None:  # the engine never reads it (skip_tokenizer_init); for people
         policy.tokenizer.save_pretrained(tmp)
