@@ -150,6 +150,13 @@ def matmul_peak_gflops(n: int = 1536, reps: int = 6, dtype=None) -> tuple[float,
     return 2 * n ** 3 / best / 1e9, 2 * n ** 3 / best_cpu / 1e9
 
 
+def compute_params(model) -> int:
+    """The parameters of ``model`` that multiply in a forward pass: all of them but the input embedding, whose
+    rows are looked up; an output layer tied to that embedding is a matrix product and counts (once)."""
+    n = sum(p.numel() for p in model.parameters())  # tied weights are one parameter
+    return n if getattr(model.config, "tie_word_embeddings", False) else n - model.get_input_embeddings().weight.numel()
+
+
 def rate(stamps: list[tuple[float, float]], warmup: int, steps: int) -> tuple[float, float]:
     """(steps per wall second, steps per process-CPU second) over steps warmup+1..warmup+steps;
     ``stamps[k-1]`` is the clock at the end of step k."""

@@ -62,7 +62,8 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=UserWarning)
 
-from bench_dpo_vs_trl import clock, loadavg, make_trl_classes, matmul_peak_gflops, peak_rss_mib, rate  # noqa: E402
+from bench_dpo_vs_trl import (clock, compute_params, loadavg, make_trl_classes, matmul_peak_gflops,  # noqa: E402
+                              peak_rss_mib, rate)
 
 EXIT_LOSS_MISMATCH = 3
 #: --native-path -> (harness.training.pairwise.PREFIX_SHARING, harness.training.logprobs.PACKING)
@@ -436,7 +437,7 @@ def main(argv=None) -> int:
                                                                        pairs.rejected_ids))
     art = BenchArt(folder, tok, pairs, max_length)
     base = art.load_reference()
-    n_params = sum(p.numel() for p in base.parameters())
+    n_params, n_compute = sum(p.numel() for p in base.parameters()), compute_params(base)
     ref_t0 = time.perf_counter()
     with torch.no_grad():
         pairs["ref_chosen_logp"] = batched_sequence_logps(base, pairs.prompt_ids.tolist(), pairs.chosen_ids.tolist(),
@@ -560,12 +561,7 @@ def main(argv=None) -> int:
     peak, peak_cpu = matmul_peak_gflops()
     peak_bf16, _ = matmul_peak_gflops(512, 3, torch.bfloat16)
     from harness.training.device import cpu_has_native_bf16
-    from transformers import AutoConfig
 
-    c = AutoConfig.from_pretrained(str(folder))
-    base_embedding = c.vocab_size * c.hidden_size
-    tied = bool(getattr(c, "tie_word_embeddings", False))
-    n_compute = n_params - (0 if tied else base_embedding)  # embedding lookups are not FLOPs; a tied head is
     flops_per_token = 4 * n_compute + 6 * n_lora
     emb = n_params - n_compute
     print("\n-- result (median of repeats; steps/s over the timed steps only) --")

@@ -75,28 +75,17 @@ def make_adapters(base_dir: Path, lora, k: int, out: Path) -> list[Path]:
     return folders
 
 
-def compute_params(folder: Path) -> int:
-    """The parameters that multiply in a forward pass: all of them but the input embedding, whose rows are
-    looked up; an output layer tied to that embedding is a matrix product and counts (once)."""
-    from transformers import AutoConfig
-
-    from harness.training.models import load_policy
-
-    model, _ = load_policy(folder)
-    n = sum(p.numel() for p in model.parameters())  # tied weights are one parameter
-    c = AutoConfig.from_pretrained(str(folder))
-    return n if getattr(c, "tie_word_embeddings", False) else n - c.vocab_size * c.hidden_size
-
-
 def roofline(base_dir, prompts, samples_per_prompt: int, vllm_runs: dict, hf_rows: list, hf_s: float,
              hf_tok: int) -> None:
     """How far each side is from this CPU's fp32 matmul peak, hence the best ratio any sampler could reach
     here: useful model FLOPs (2N per prompt token and per kept sampled token) per second."""
     import torch
-    from bench_dpo_vs_trl import matmul_peak_gflops
+    from bench_dpo_vs_trl import compute_params, matmul_peak_gflops
+
+    from harness.training.models import load_policy
 
     peak, _ = matmul_peak_gflops()
-    per_token = 2 * compute_params(base_dir)
+    per_token = 2 * compute_params(load_policy(base_dir)[0])
     prompt_tokens = sum(len(p) for p in prompts) * samples_per_prompt  # per policy
 
     def gflops(policies: int, sampled: int, seconds: float) -> float:
